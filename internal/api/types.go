@@ -28,6 +28,9 @@ type Status struct {
 	// Warnings are conditions an operator should know about (an unsafe
 	// quorum mode, a link down).
 	Warnings []string `json:"warnings,omitempty"`
+	// Counters are the answering node's event counts, such as heartbeats
+	// dropped for failing authentication.
+	Counters map[string]uint64 `json:"counters,omitempty"`
 }
 
 // QuorumStatus is the answering node's quorum view.

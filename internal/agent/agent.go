@@ -1,0 +1,393 @@
+// Package agent wires one Vigil node together: heartbeats (membership), vote
+// math (quorum), the replicated store (Raft over the peer transport) and the
+// HTTPS API. It owns the real clock, sockets and disk; the layers it wires
+// are pure cores with thin shells of their own.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"go.etcd.io/raft/v3/raftpb"
+
+	"github.com/vigil-ha/vigil/internal/config"
+	"github.com/vigil-ha/vigil/internal/membership"
+	"github.com/vigil-ha/vigil/internal/peer"
+	"github.com/vigil-ha/vigil/internal/pki"
+	"github.com/vigil-ha/vigil/internal/quorum"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+// loopEvery is how often the agent re-evaluates quorum, peers and voter
+// balance besides reacting to membership changes at once. Small against
+// node_timeout so that "a node outside the quorum knows it within
+// node_timeout" holds with room to spare.
+const loopEvery = 50 * time.Millisecond
+
+// Agent is one running node.
+type Agent struct {
+	cfg   *config.File
+	log   *slog.Logger
+	key   []byte
+	start time.Time
+
+	node      *store.Node
+	disk      store.Disk
+	mship     *membership.Service
+	transport *peer.Transport
+	servers   []*http.Server
+
+	qopts quorum.Options
+
+	mu        sync.Mutex
+	qstate    quorum.State
+	qresult   quorum.Result
+	peersSeen string // fingerprint of the member list last given to membership
+	promoting bool   // a Promote proposal is in flight
+}
+
+// Run starts the node described by f and blocks until ctx ends or a fatal
+// error (such as a storage failure) stops it.
+func Run(ctx context.Context, f *config.File, log *slog.Logger) error {
+	a, err := start(ctx, f, log)
+	if err != nil {
+		return err
+	}
+	return a.run(ctx)
+}
+
+func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err error) {
+	self := f.Self()
+	a = &Agent{cfg: f, log: log.With("node", self.Name), start: time.Now(), qopts: quorumOptions(f)}
+	defer func() {
+		if err != nil {
+			a.close()
+		}
+	}()
+	if err := a.qopts.Validate(quorumVoters(f.Nodes)); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	for _, w := range quorum.Warnings(a.qopts, quorumVoters(f.Nodes), false) {
+		a.log.Warn("unsafe configuration: " + w)
+	}
+	if a.key, err = pki.LoadKey(f.KeyPath()); err != nil {
+		return nil, err
+	}
+	ca, err := pki.NewCA(a.key)
+	if err != nil {
+		return nil, fmt.Errorf("derive cluster CA: %w", err)
+	}
+	cert, err := ca.IssueNode(self.Name, self.Links, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("issue node certificate: %w", err)
+	}
+
+	if err := os.MkdirAll(f.DataPath(), 0o700); err != nil {
+		return nil, fmt.Errorf("create data folder: %w", err)
+	}
+	disk, err := store.OpenBoltDisk(f.DataPath())
+	if err != nil {
+		return nil, fmt.Errorf("open store: %w", err)
+	}
+	a.disk = disk
+	if f.Initial {
+		switch err := store.Bootstrap(disk, bootstrapMembers(f.Nodes)); {
+		case err == nil:
+			a.log.Info("bootstrapped a new cluster", "cluster", f.Name, "nodes", len(f.Nodes))
+		case errors.Is(err, store.ErrAlreadyBootstrapped):
+			a.log.Info("restarting from the data folder", "dir", f.DataPath())
+		default:
+			return nil, fmt.Errorf("bootstrap store: %w", err)
+		}
+	}
+
+	a.transport = peer.New(peer.Config{
+		Self:      self.ID,
+		SelfName:  self.Name,
+		TLS:       pki.ClientTLS(ca, &cert, ""),
+		Resolver:  a,
+		Logger:    a.log,
+		Authorize: a.authorizePeer,
+	})
+	a.node, err = store.StartNode(store.NodeConfig{
+		Core:      store.Config{ID: self.ID, Name: self.Name, Log: a.log},
+		Disk:      disk,
+		Transport: a.transport,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start store: %w", err)
+	}
+
+	tm := f.Timing.WithDefaults()
+	a.mship, err = membership.NewService(membership.ServiceConfig{
+		Machine: membership.Config{
+			Self:        self.Name,
+			SelfLinks:   len(self.Links),
+			Peers:       a.peers(),
+			Interval:    tm.Heartbeat.D(),
+			NodeTimeout: tm.NodeTimeout.D(),
+		},
+		// Boot IDs must grow across restarts; wall-clock nanoseconds do
+		// unless the clock steps back across a restart, which membership
+		// logs and counts.
+		BootID:    uint64(time.Now().UnixNano()),
+		ClusterID: clusterID(f.Name, a.key),
+		Key:       pki.HeartbeatKey(a.key),
+		Listen:    self.Links,
+		Logger:    a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("start heartbeats: %w", err)
+	}
+	if err := a.mship.Start(ctx); err != nil {
+		return nil, fmt.Errorf("start heartbeats: %w", err)
+	}
+
+	mux := http.NewServeMux()
+	mux.Handle("/raft/", a.transport.Handler(a.node.Step))
+	mux.Handle("/v1/", newAPI(a))
+	serverTLS := pki.ServerTLS(ca, cert)
+	for _, addr := range self.Links {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		srv := &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 5 * time.Second,
+			ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelDebug),
+		}
+		a.servers = append(a.servers, srv)
+		go func() {
+			if err := srv.Serve(tls.NewListener(ln, serverTLS)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				a.log.Error("API listener stopped", "addr", addr, "err", err)
+			}
+		}()
+	}
+	a.log.Info("agent started", "cluster", f.Name, "links", self.Links, "id", self.ID)
+	return a, nil
+}
+
+// run is the agent's loop: it reacts to membership changes at once and
+// re-evaluates quorum and the cluster layout every loopEvery.
+func (a *Agent) run(ctx context.Context) error {
+	defer a.close()
+	changes, unsubscribe := a.mship.Subscribe()
+	defer unsubscribe()
+	tick := time.NewTicker(loopEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			a.log.Info("agent stopping")
+			return nil
+		case <-a.node.Done():
+			return fmt.Errorf("store stopped: %w", a.node.Err())
+		case ch, ok := <-changes:
+			if !ok {
+				changes = nil
+				continue
+			}
+			a.logChange(ch)
+		case <-tick.C:
+		}
+		a.refresh(ctx)
+	}
+}
+
+// refresh recomputes quorum, pushes the member list to membership when it
+// changed, and lets the leader keep the Raft voter count at its target.
+func (a *Agent) refresh(ctx context.Context) {
+	a.syncPeers()
+	a.updateQuorum()
+	a.balanceVoters(ctx)
+}
+
+func (a *Agent) logChange(ch membership.Change) {
+	switch ch.Kind {
+	case membership.ChangeNode:
+		a.log.Info("node state changed", "peer", ch.Node, "from", ch.From.String(), "to", ch.To.String())
+	case membership.ChangeLink:
+		a.log.Info("link state changed", "peer", ch.Node, "link", ch.Link, "from", ch.LinkFrom.String(), "to", ch.LinkTo.String())
+	case membership.ChangeRestart:
+		a.log.Info("peer restarted", "peer", ch.Node)
+	}
+}
+
+// members returns the replicated member list.
+func (a *Agent) members() []store.Member {
+	var ms []store.Member
+	a.node.Read(func(s *store.State) { ms = s.Members() })
+	return ms
+}
+
+// peers returns the membership peers: every member but self, from the
+// replicated state, or from the configuration before the store has any.
+func (a *Agent) peers() []membership.Peer {
+	var out []membership.Peer
+	ms := a.members()
+	if len(ms) == 0 {
+		for _, n := range a.cfg.Nodes {
+			if n.Name != a.cfg.Node {
+				out = append(out, membership.Peer{Name: n.Name, Links: n.Links})
+			}
+		}
+		return out
+	}
+	for _, m := range ms {
+		if m.Name != a.cfg.Node {
+			out = append(out, membership.Peer{Name: m.Name, Links: m.Links})
+		}
+	}
+	return out
+}
+
+func (a *Agent) syncPeers() {
+	ps := a.peers()
+	fp := fmt.Sprint(ps)
+	a.mu.Lock()
+	same := fp == a.peersSeen
+	a.peersSeen = fp
+	a.mu.Unlock()
+	if same {
+		return
+	}
+	if err := a.mship.SetPeers(ps); err != nil {
+		a.log.Error("update heartbeat peers", "err", err)
+	}
+}
+
+// PeerAddrs implements peer.Resolver: a node's link addresses, links that
+// membership sees up first, so raft traffic moves off a cut link at once.
+func (a *Agent) PeerAddrs(id uint64) []string {
+	var m store.Member
+	var ok bool
+	a.node.Read(func(s *store.State) {
+		for _, x := range s.Members() {
+			if x.ID == id {
+				m, ok = x, true
+			}
+		}
+	})
+	if !ok {
+		for _, n := range a.cfg.Nodes {
+			if n.ID == id {
+				m, ok = store.Member{Name: n.Name, ID: n.ID, Links: n.Links}, true
+			}
+		}
+	}
+	if !ok {
+		return nil
+	}
+	st, _ := a.mship.Node(m.Name)
+	up := make(map[int]bool)
+	for _, l := range st.Links {
+		up[l.Index] = l.Status == membership.LinkUp
+	}
+	addrs := slices.Clone(m.Links)
+	slices.SortStableFunc(addrs, func(x, y string) int {
+		ix, iy := slices.Index(m.Links, x), slices.Index(m.Links, y)
+		switch {
+		case up[ix] && !up[iy]:
+			return -1
+		case up[iy] && !up[ix]:
+			return 1
+		}
+		return 0
+	})
+	return addrs
+}
+
+// authorizePeer checks that a peer's certificate name owns the raft ID it
+// sends as, so one node cannot speak for another.
+func (a *Agent) authorizePeer(certName string, fromID uint64) bool {
+	for _, m := range a.members() {
+		if m.ID == fromID {
+			return m.Name == certName
+		}
+	}
+	// A node that joined after our last applied entry: accept any cluster
+	// certificate until we learn of it (it holds the cluster key).
+	return true
+}
+
+// balanceVoters promotes a live learner when the cluster has fewer Raft
+// voters than its target (3 or 5), one at a time, on the quorate leader.
+func (a *Agent) balanceVoters(ctx context.Context) {
+	st := a.node.Status()
+	if st.Lead != st.ID || !a.quorate() {
+		return
+	}
+	ms := a.members()
+	if len(st.Voters) >= store.TargetVoters(len(ms)) {
+		return
+	}
+	var cand string
+	for _, m := range ms {
+		if m.Role == store.RoleLearner {
+			if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
+				cand = m.Name
+				break
+			}
+		}
+	}
+	a.mu.Lock()
+	if cand == "" || a.promoting {
+		a.mu.Unlock()
+		return
+	}
+	a.promoting = true
+	a.mu.Unlock()
+	go func() {
+		defer func() { a.mu.Lock(); a.promoting = false; a.mu.Unlock() }()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		defer cancel()
+		if _, err := a.node.Propose(pctx, store.Promote{Name: cand}); err != nil {
+			a.log.Warn("promote learner to voter", "peer", cand, "err", err)
+			return
+		}
+		a.log.Info("promoted learner to voter", "peer", cand)
+	}()
+}
+
+// close releases everything start acquired, in reverse order.
+func (a *Agent) close() {
+	for _, s := range a.servers {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = s.Shutdown(ctx)
+		cancel()
+	}
+	if a.mship != nil {
+		_ = a.mship.Close()
+	}
+	if a.transport != nil {
+		a.transport.Close()
+	}
+	if a.node != nil {
+		if err := a.node.Stop(); err != nil {
+			a.log.Error("stop store", "err", err)
+		}
+	}
+	if a.disk != nil {
+		if err := a.disk.Close(); err != nil {
+			a.log.Error("close store", "err", err)
+		}
+	}
+}
+
+// deliver is the raft handler's callback type; kept to document that the
+// transport hands every inbound message to the store.
+var _ func(context.Context, *raftpb.Message) error = (*store.Node)(nil).Step
+
+func clusterID(name string, key []byte) string {
+	return fmt.Sprintf("%s/%016x", name, pki.ClusterID(name, key))
+}
