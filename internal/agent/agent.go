@@ -33,6 +33,13 @@ import (
 // node_timeout" holds with room to spare.
 const loopEvery = 50 * time.Millisecond
 
+// electionTick is raft's election timeout in 100 ms ticks.
+const electionTick = 20
+
+// campaignStagger separates the survivors' campaigns after the leader is
+// lost, so they do not split the vote; lowest raft ID goes first.
+const campaignStagger = 150 * time.Millisecond
+
 // Agent is one running node.
 type Agent struct {
 	cfg   *config.File
@@ -52,6 +59,10 @@ type Agent struct {
 	qstate    quorum.State
 	qresult   quorum.Result
 	peersSeen string // fingerprint of the member list last given to membership
+	cache     []store.Member
+
+	leaderless   time.Time // when this node last saw no leader begin; zero while it has one
+	lastCampaign time.Time
 	promoting bool   // a Promote proposal is in flight
 }
 
@@ -119,7 +130,11 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 		Authorize: a.authorizePeer,
 	})
 	a.node, err = store.StartNode(store.NodeConfig{
-		Core:      store.Config{ID: self.ID, Name: self.Name, Log: a.log},
+		// Raft's own election timeout (2-4 s) is only the fallback: the
+		// membership layer declares a leader lost after node_timeout and
+		// the survivors elect a new one at once (onNodeLost). The longer
+		// timeout keeps a link switch from costing the leader.
+		Core:      store.Config{ID: self.ID, Name: self.Name, Log: a.log, ElectionTick: electionTick},
 		Disk:      disk,
 		Transport: a.transport,
 	})
@@ -127,6 +142,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 		return nil, fmt.Errorf("start store: %w", err)
 	}
 
+	a.reloadMembers()
 	tm := f.Timing.WithDefaults()
 	a.mship, err = membership.NewService(membership.ServiceConfig{
 		Machine: membership.Config{
@@ -198,6 +214,9 @@ func (a *Agent) run(ctx context.Context) error {
 				continue
 			}
 			a.logChange(ch)
+			if ch.Kind == membership.ChangeNode && ch.To == membership.StatusLost {
+				a.onNodeLost(ctx, ch.Node)
+			}
 		case <-tick.C:
 		}
 		a.refresh(ctx)
@@ -207,9 +226,43 @@ func (a *Agent) run(ctx context.Context) error {
 // refresh recomputes quorum, pushes the member list to membership when it
 // changed, and lets the leader keep the Raft voter count at its target.
 func (a *Agent) refresh(ctx context.Context) {
+	a.reloadMembers()
 	a.syncPeers()
 	a.updateQuorum()
 	a.balanceVoters(ctx)
+	a.campaignIfLeaderless(ctx)
+}
+
+// campaignIfLeaderless starts an election when this quorate voter has had
+// no leader for a while: at first start, and after a leader stepped down.
+// Voters go in raft-ID order (rank × campaignStagger apart), at most one
+// campaign per second each, so they do not split the vote.
+func (a *Agent) campaignIfLeaderless(ctx context.Context) {
+	st := a.node.Status()
+	now := time.Now()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if st.Lead != 0 || !a.qresult.Quorate || !slices.Contains(st.Voters, st.ID) {
+		a.leaderless = time.Time{}
+		return
+	}
+	if a.leaderless.IsZero() {
+		a.leaderless = now
+	}
+	rank := 0
+	for _, m := range a.cache {
+		if m.ID < st.ID && slices.Contains(st.Voters, m.ID) {
+			if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
+				rank++
+			}
+		}
+	}
+	wait := campaignStagger + time.Duration(rank)*2*campaignStagger
+	if now.Sub(a.leaderless) < wait || now.Sub(a.lastCampaign) < time.Second {
+		return
+	}
+	a.lastCampaign = now
+	go a.node.Campaign(ctx)
 }
 
 func (a *Agent) logChange(ch membership.Change) {
@@ -223,11 +276,71 @@ func (a *Agent) logChange(ch membership.Change) {
 	}
 }
 
-// members returns the replicated member list.
+// members returns the replicated member list as of the last refresh (at
+// most loopEvery old), so callers on hot paths such as the transport's
+// resolver never wait on the store.
 func (a *Agent) members() []store.Member {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.cache
+}
+
+// reloadMembers refreshes the member cache from the store.
+func (a *Agent) reloadMembers() {
 	var ms []store.Member
 	a.node.Read(func(s *store.State) { ms = s.Members() })
-	return ms
+	a.mu.Lock()
+	a.cache = ms
+	a.mu.Unlock()
+}
+
+// onNodeLost reacts to membership declaring a peer lost. If it was the raft
+// leader, the survivors forget it and campaign at once, staggered by raft
+// ID, instead of waiting out raft's election timeout: membership is the
+// faster failure detector. Safety stays raft's: a pre-vote still needs a
+// majority that also lost the leader.
+func (a *Agent) onNodeLost(ctx context.Context, name string) {
+	st := a.node.Status()
+	var lostID uint64
+	var voters []uint64
+	for _, m := range a.members() {
+		if m.Name == name {
+			lostID = m.ID
+		}
+	}
+	if lostID == 0 || st.Lead != lostID || !slices.Contains(st.Voters, st.ID) {
+		return
+	}
+	for _, id := range st.Voters {
+		if id == lostID {
+			continue
+		}
+		if id == st.ID {
+			voters = append(voters, id)
+			continue
+		}
+		for _, m := range a.members() {
+			if m.ID == id {
+				if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
+					voters = append(voters, id)
+				}
+			}
+		}
+	}
+	slices.Sort(voters)
+	rank := slices.Index(voters, st.ID)
+	a.log.Info("leader lost: electing a new one", "lost", name, "rank", rank)
+	a.node.ForgetLeader(ctx)
+	go func() {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Duration(rank) * campaignStagger):
+		}
+		if cur := a.node.Status(); cur.Lead == 0 || cur.Lead == lostID {
+			a.node.Campaign(ctx)
+		}
+	}()
 }
 
 // peers returns the membership peers: every member but self, from the
@@ -271,13 +384,11 @@ func (a *Agent) syncPeers() {
 func (a *Agent) PeerAddrs(id uint64) []string {
 	var m store.Member
 	var ok bool
-	a.node.Read(func(s *store.State) {
-		for _, x := range s.Members() {
-			if x.ID == id {
-				m, ok = x, true
-			}
+	for _, x := range a.members() {
+		if x.ID == id {
+			m, ok = x, true
 		}
-	})
+	}
 	if !ok {
 		for _, n := range a.cfg.Nodes {
 			if n.ID == id {
@@ -389,5 +500,5 @@ func (a *Agent) close() {
 var _ func(context.Context, *raftpb.Message) error = (*store.Node)(nil).Step
 
 func clusterID(name string, key []byte) string {
-	return fmt.Sprintf("%s/%016x", name, pki.ClusterID(name, key))
+	return name
 }

@@ -263,6 +263,10 @@ func (c *Core) Tick() { c.rn.Tick() }
 // hand-over).
 func (c *Core) Campaign() error { return c.rn.Campaign() }
 
+// ForgetLeader makes a follower leaderless in its current term, so it can
+// grant pre-votes before its election timeout (see Node.ForgetLeader).
+func (c *Core) ForgetLeader() error { return c.rn.ForgetLeader() }
+
 // Step hands a message from a peer to raft.
 func (c *Core) Step(m *raftpb.Message) error {
 	if err := c.rn.Step(m); err != nil {

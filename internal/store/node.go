@@ -58,6 +58,7 @@ type Node struct {
 
 	inbox    chan *raftpb.Message
 	propc    chan proposal
+	actc     chan func(*Core)
 	stopc    chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -93,6 +94,7 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		core:  core,
 		inbox: make(chan *raftpb.Message, 1024),
 		propc: make(chan proposal),
+		actc:  make(chan func(*Core)),
 		stopc: make(chan struct{}),
 		done:  make(chan struct{}),
 		// Wait ids must not repeat across restarts, or a late entry from a
@@ -121,6 +123,9 @@ func (n *Node) run() {
 		case p := <-n.propc:
 			n.mu.Lock()
 			p.errc <- n.core.Propose(p.id, p.cmd)
+		case fn := <-n.actc:
+			n.mu.Lock()
+			fn(n.core)
 		case <-n.stopc:
 			return
 		}
@@ -218,6 +223,45 @@ func applied(cmd Command, r Result) (Result, error) {
 		return r, fmt.Errorf("store: apply %T at %d: %w", cmd, r.Index, r.Err)
 	}
 	return r, nil
+}
+
+// act runs fn on the core in the run goroutine, then processes the Ready it
+// caused. It returns false if the node stopped or ctx ended first.
+func (n *Node) act(ctx context.Context, fn func(*Core)) bool {
+	select {
+	case n.actc <- fn:
+		return true
+	case <-ctx.Done():
+	case <-n.done:
+	}
+	return false
+}
+
+// ForgetLeader makes a follower forget its leader, so that it grants
+// pre-votes at once instead of waiting out the election timeout. Call it
+// when the membership layer, a faster failure detector than raft's own
+// timeout, has declared the leader lost; raft's safety does not depend on it.
+func (n *Node) ForgetLeader(ctx context.Context) {
+	n.act(ctx, func(c *Core) {
+		if err := c.ForgetLeader(); err != nil {
+			n.log.Debug("store: forget leader", "err", err)
+		}
+	})
+}
+
+// Campaign starts an election (a pre-vote first) from this node.
+func (n *Node) Campaign(ctx context.Context) {
+	n.act(ctx, func(c *Core) {
+		if err := c.Campaign(); err != nil {
+			n.log.Debug("store: campaign", "err", err)
+		}
+	})
+}
+
+// ReportUnreachable tells raft that a peer could not be reached, so the
+// leader stops pipelining to it until it answers again.
+func (n *Node) ReportUnreachable(ctx context.Context, id uint64) {
+	n.act(ctx, func(c *Core) { c.ReportUnreachable(id) })
 }
 
 // Status returns the core's status.
