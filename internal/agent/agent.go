@@ -63,7 +63,7 @@ type Agent struct {
 
 	leaderless   time.Time // when this node last saw no leader begin; zero while it has one
 	lastCampaign time.Time
-	promoting bool   // a Promote proposal is in flight
+	promoting    bool // a Promote proposal is in flight
 }
 
 // Run starts the node described by f and blocks until ctx ends or a fatal
