@@ -1,0 +1,155 @@
+package model
+
+import "time"
+
+// Resource states on one node, as recorded by that node's executor (or by
+// the DC once the node is proven down).
+const (
+	// StateStarted: the last start or monitor said it runs.
+	StateStarted = "started"
+	// StateStopped: it is not running there (stopped, or never started).
+	StateStopped = "stopped"
+	// StateFailed: it was meant to run and a start or monitor failed. It
+	// may still be partly active, so it is stopped before it runs
+	// anywhere else.
+	StateFailed = "failed"
+	// StateStopFailed: a stop failed. Vigil cannot know whether it still
+	// runs: it is blocked until the node is fenced or an operator cleans
+	// it up.
+	StateStopFailed = "stop_failed"
+	// StateUnknown is never recorded: the scheduler derives it for a
+	// resource recorded on a node that is lost and not proven down.
+	StateUnknown = "unknown"
+)
+
+// ResourceRecord is one resource instance's state on one node.
+type ResourceRecord struct {
+	V        int    `json:"v"`
+	Resource string `json:"resource"` // instance id: "web", or "web:1" for a clone
+	Node     string `json:"node"`
+	State    string `json:"state"`
+	// FailCount counts failures on this node since the last cleanup or
+	// failure-timeout expiry.
+	FailCount   int64     `json:"fail_count,omitempty"`
+	LastFailure time.Time `json:"last_failure,omitzero"`
+	// LastOp describes the last operation that changed the state.
+	LastOp  string    `json:"last_op,omitempty"`
+	LastRC  int       `json:"last_rc"`
+	Output  string    `json:"output,omitempty"`
+	Changed time.Time `json:"changed,omitzero"`
+}
+
+// Order actions that the DC sends to executors.
+const (
+	ActStart       = "start"
+	ActStop        = "stop"
+	ActProbe       = "probe" // one-shot monitor: learn the state, change nothing
+	ActMigrateTo   = "migrate_to"
+	ActMigrateFrom = "migrate_from"
+)
+
+// Order is one action the DC asks one node's executor to run. Orders are
+// committed to the replicated store before any executor acts on them (the
+// intent is durable before the action), and carry the DC's term: an
+// executor refuses an order older than the newest DC term it knows.
+type Order struct {
+	V        int    `json:"v"`
+	ID       string `json:"id"`
+	Term     uint64 `json:"term"`
+	Node     string `json:"node"`
+	Action   string `json:"action"`
+	Resource string `json:"resource"` // instance id
+	// Config is the resource's configuration at the time of the order
+	// (for a clone instance, the cloned resource's).
+	Config        Resource  `json:"config"`
+	MigrateSource string    `json:"migrate_source,omitempty"`
+	MigrateTarget string    `json:"migrate_target,omitempty"`
+	Reason        string    `json:"reason,omitempty"`
+	Issued        time.Time `json:"issued,omitzero"`
+}
+
+// OrderResult is an executor's answer to one order.
+type OrderResult struct {
+	V        int           `json:"v"`
+	ID       string        `json:"id"`
+	Term     uint64        `json:"term"`
+	Node     string        `json:"node"`
+	RC       int           `json:"rc"`
+	OK       bool          `json:"ok"`
+	Output   string        `json:"output,omitempty"`
+	Duration time.Duration `json:"duration_ns"`
+	// Refused is set when the executor did not run the order (older term,
+	// node in maintenance, unknown agent...) and says why.
+	Refused string `json:"refused,omitempty"`
+}
+
+// NodeRecord is what the cluster records about a node beyond membership.
+type NodeRecord struct {
+	V    int    `json:"v"`
+	Name string `json:"name"`
+	// BootID identifies the agent incarnation that last reported.
+	BootID uint64 `json:"boot_id,omitempty"`
+	// Probed is the BootID whose probes of every resource are recorded:
+	// the DC schedules nothing on a node before it has probed.
+	Probed uint64 `json:"probed,omitempty"`
+	// Left is set by a node that stopped its resources and left cleanly.
+	Left bool `json:"left,omitempty"`
+	// Down records proof that the node is down (fenced, or confirmed by
+	// an operator); its resources may then be recovered elsewhere.
+	Down *DownProof `json:"down,omitempty"`
+}
+
+// DownProof says how a node was proven down.
+type DownProof struct {
+	// How is "fenced" (with Device) or "confirmed" (by an operator).
+	How    string    `json:"how"`
+	Device string    `json:"device,omitempty"`
+	By     string    `json:"by,omitempty"`
+	At     time.Time `json:"at,omitzero"`
+	// BootID is the incarnation proven down: a newer one is alive again.
+	BootID uint64 `json:"boot_id,omitempty"`
+}
+
+// Node states for scheduling, derived by the DC from membership and the
+// node records.
+const (
+	// NodeOnline: a member that has probed; it may run resources.
+	NodeOnline = "online"
+	// NodePending: a member that has not finished probing: nothing is
+	// scheduled on it yet, but what it reports running counts as running.
+	NodePending = "pending"
+	// NodeOffline: not a member, and proven down or left cleanly: nothing
+	// runs there.
+	NodeOffline = "offline"
+	// NodeLost: not a member and not proven down: whatever it ran is in an
+	// unknown state, and is not started elsewhere.
+	NodeLost = "lost"
+)
+
+// NodeStatus is one node as the scheduler sees it.
+type NodeStatus struct {
+	Name  string `json:"name"`
+	State string `json:"state"`
+	// Witness nodes vote but run nothing.
+	Witness bool `json:"witness,omitempty"`
+}
+
+// Pending is an order issued and not yet answered: its resource is in
+// motion on that node and must not be touched anywhere else.
+type Pending struct {
+	Resource string `json:"resource"`
+	Node     string `json:"node"`
+	Action   string `json:"action"`
+}
+
+// Snapshot is everything the scheduler decides from. It is plain data:
+// the scheduler reads no clock and does no I/O, so the same snapshot always
+// gives the same plan.
+type Snapshot struct {
+	Config    Config           `json:"config"`
+	Nodes     []NodeStatus     `json:"nodes"`
+	Resources []ResourceRecord `json:"resources"`
+	Pending   []Pending        `json:"pending,omitempty"`
+	// Now is the DC's clock, used only for failure-timeout expiry.
+	Now time.Time `json:"now"`
+}
