@@ -39,7 +39,7 @@ type ResourceRecord struct {
 	Changed time.Time `json:"changed,omitzero"`
 }
 
-// Order actions that the DC sends to executors.
+// Task actions that the DC sends to executors.
 const (
 	ActStart       = "start"
 	ActStop        = "stop"
@@ -48,18 +48,18 @@ const (
 	ActMigrateFrom = "migrate_from"
 )
 
-// Order is one action the DC asks one node's executor to run. Orders are
+// Task is one action the DC asks one node's executor to run. Tasks are
 // committed to the replicated store before any executor acts on them (the
 // intent is durable before the action), and carry the DC's term: an
-// executor refuses an order older than the newest DC term it knows.
-type Order struct {
+// executor refuses a task older than the newest DC term it knows.
+type Task struct {
 	V        int    `json:"v"`
 	ID       string `json:"id"`
 	Term     uint64 `json:"term"`
 	Node     string `json:"node"`
 	Action   string `json:"action"`
 	Resource string `json:"resource"` // instance id
-	// Config is the resource's configuration at the time of the order
+	// Config is the resource's configuration at the time of the task
 	// (for a clone instance, the cloned resource's).
 	Config        Resource  `json:"config"`
 	MigrateSource string    `json:"migrate_source,omitempty"`
@@ -68,8 +68,8 @@ type Order struct {
 	Issued        time.Time `json:"issued,omitzero"`
 }
 
-// OrderResult is an executor's answer to one order.
-type OrderResult struct {
+// TaskResult is an executor's answer to one task.
+type TaskResult struct {
 	V        int           `json:"v"`
 	ID       string        `json:"id"`
 	Term     uint64        `json:"term"`
@@ -78,7 +78,7 @@ type OrderResult struct {
 	OK       bool          `json:"ok"`
 	Output   string        `json:"output,omitempty"`
 	Duration time.Duration `json:"duration_ns"`
-	// Refused is set when the executor did not run the order (older term,
+	// Refused is set when the executor did not run the task (older term,
 	// node in maintenance, unknown agent...) and says why.
 	Refused string `json:"refused,omitempty"`
 }
@@ -134,7 +134,7 @@ type NodeStatus struct {
 	Witness bool `json:"witness,omitempty"`
 }
 
-// Pending is an order issued and not yet answered: its resource is in
+// Pending is a task issued and not yet answered: its resource is in
 // motion on that node and must not be touched anywhere else.
 type Pending struct {
 	Resource string `json:"resource"`

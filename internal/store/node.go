@@ -56,9 +56,12 @@ type Node struct {
 	mu   sync.Mutex // guards core: the run goroutine holds it while working
 	core *Core
 
-	inbox    chan *raftpb.Message
-	propc    chan proposal
-	actc     chan func(*Core)
+	inbox chan *raftpb.Message
+	propc chan proposal
+	actc  chan func(*Core)
+
+	watchMu  sync.Mutex
+	watchc   chan struct{} // closed and replaced whenever the applied index or leader moves
 	stopc    chan struct{}
 	stopOnce sync.Once
 	done     chan struct{}
@@ -88,15 +91,16 @@ func StartNode(cfg NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{
-		cfg:   cfg,
-		log:   core.log,
-		wait:  newWait(),
-		core:  core,
-		inbox: make(chan *raftpb.Message, 1024),
-		propc: make(chan proposal),
-		actc:  make(chan func(*Core)),
-		stopc: make(chan struct{}),
-		done:  make(chan struct{}),
+		cfg:    cfg,
+		log:    core.log,
+		wait:   newWait(),
+		core:   core,
+		inbox:  make(chan *raftpb.Message, 1024),
+		propc:  make(chan proposal),
+		actc:   make(chan func(*Core)),
+		watchc: make(chan struct{}),
+		stopc:  make(chan struct{}),
+		done:   make(chan struct{}),
 		// Wait ids must not repeat across restarts, or a late entry from a
 		// previous run could wake a new waiter: start from the clock, as
 		// etcd's idutil does, leaving 2^20 ids per millisecond of uptime.
@@ -141,6 +145,13 @@ func (n *Node) run() {
 
 // processAll handles every pending Ready. Called with mu held.
 func (n *Node) processAll() error {
+	before := n.core.Status()
+	defer func() {
+		after := n.core.Status()
+		if after.Applied != before.Applied || after.Lead != before.Lead || after.Term != before.Term {
+			n.notify()
+		}
+	}()
 	for n.core.HasReady() {
 		out, err := n.core.Process()
 		if err != nil {
@@ -262,6 +273,23 @@ func (n *Node) Campaign(ctx context.Context) {
 // leader stops pipelining to it until it answers again.
 func (n *Node) ReportUnreachable(ctx context.Context, id uint64) {
 	n.act(ctx, func(c *Core) { c.ReportUnreachable(id) })
+}
+
+// Watch returns a channel that is closed at the next change of the applied
+// state, the leader or the term. Watchers re-read what they need and call
+// Watch again; a change between two calls is never missed because the
+// channel is replaced only when it is closed.
+func (n *Node) Watch() <-chan struct{} {
+	n.watchMu.Lock()
+	defer n.watchMu.Unlock()
+	return n.watchc
+}
+
+func (n *Node) notify() {
+	n.watchMu.Lock()
+	close(n.watchc)
+	n.watchc = make(chan struct{})
+	n.watchMu.Unlock()
 }
 
 // Status returns the core's status.

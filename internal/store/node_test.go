@@ -299,3 +299,39 @@ func TestNodeStopFailsPending(t *testing.T) {
 		t.Fatalf("propose on a stopped node: %v", err)
 	}
 }
+
+// Watch fires on every applied change, so the controller and the executor
+// never miss an order or a result.
+func TestWatchFiresOnApply(t *testing.T) {
+	net := NewLocalNetwork()
+	defer net.Close()
+	disk := NewMemDisk()
+	if err := Bootstrap(disk, []Member{{Name: "n1", ID: 1, Links: []string{"127.0.0.1:1"}, Role: RoleVoter}}); err != nil {
+		t.Fatal(err)
+	}
+	n, err := StartNode(NodeConfig{Core: Config{ID: 1, Name: "n1"}, Disk: disk, Transport: net.Transport(1), TickInterval: 10 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Stop()
+	net.Attach(1, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for n.Status().Lead != 1 {
+		n.Campaign(ctx)
+		select {
+		case <-n.Watch():
+		case <-ctx.Done():
+			t.Fatal("no leader")
+		}
+	}
+	w := n.Watch()
+	if _, err := n.Propose(ctx, Put{Key: "a", Value: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-w:
+	case <-ctx.Done():
+		t.Fatal("Watch did not fire after an applied write")
+	}
+}
