@@ -207,10 +207,10 @@ func parseToken(s string) (joinToken, error) {
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(body)
 	if err != nil {
-		return t, fmt.Errorf("join token: %w", err)
+		return t, fmt.Errorf("join token: damaged or incomplete (copy the whole output of 'vigil cluster token')")
 	}
 	if err := json.Unmarshal(raw, &t); err != nil {
-		return t, fmt.Errorf("join token: %w", err)
+		return t, fmt.Errorf("join token: damaged or incomplete (copy the whole output of 'vigil cluster token')")
 	}
 	if t.V != 1 || len(t.Key) != pki.KeySize || len(t.Endpoints) == 0 {
 		return t, fmt.Errorf("join token: incomplete or of an unknown version")

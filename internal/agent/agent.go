@@ -231,6 +231,7 @@ func (a *Agent) refresh(ctx context.Context) {
 	a.updateQuorum()
 	a.balanceVoters(ctx)
 	a.campaignIfLeaderless(ctx)
+	a.handOffLeadership(ctx)
 }
 
 // campaignIfLeaderless starts an election when this quorate voter has had
@@ -242,7 +243,7 @@ func (a *Agent) campaignIfLeaderless(ctx context.Context) {
 	now := time.Now()
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if st.Lead != 0 || !a.qresult.Quorate || !slices.Contains(st.Voters, st.ID) {
+	if st.Lead != 0 || !a.qresult.Quorate || !slices.Contains(st.Voters, st.ID) || a.isWitness() {
 		a.leaderless = time.Time{}
 		return
 	}
@@ -309,6 +310,12 @@ func (a *Agent) onNodeLost(ctx context.Context, name string) {
 		}
 	}
 	if lostID == 0 || st.Lead != lostID || !slices.Contains(st.Voters, st.ID) {
+		return
+	}
+	// Everyone forgets the lost leader (so pre-votes are granted), but a
+	// witness does not campaign: it must not become the DC.
+	if a.isWitness() {
+		a.node.ForgetLeader(ctx)
 		return
 	}
 	for _, id := range st.Voters {
@@ -429,6 +436,51 @@ func (a *Agent) authorizePeer(certName string, fromID uint64) bool {
 	// A node that joined after our last applied entry: accept any cluster
 	// certificate until we learn of it (it holds the cluster key).
 	return true
+}
+
+// raftVotersAlive counts the Raft voters this node can reach (itself
+// included) against all of them.
+func (a *Agent) raftVotersAlive() (alive, voters int) {
+	st := a.node.Status()
+	for _, id := range st.Voters {
+		if id == st.ID {
+			alive++
+			continue
+		}
+		for _, m := range a.members() {
+			if m.ID == id {
+				if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
+					alive++
+				}
+			}
+		}
+	}
+	return alive, len(st.Voters)
+}
+
+// isWitness reports whether this node only votes.
+func (a *Agent) isWitness() bool { return a.cfg.Self().IsWitness() }
+
+// handOffLeadership moves Raft leadership off a witness: a witness votes so
+// that two-node sites keep a majority, but it must never be the DC (the DC
+// runs the scheduler and dispatches work). It picks the first reachable
+// non-witness voter; Raft only completes the transfer once that node has
+// caught up.
+func (a *Agent) handOffLeadership(ctx context.Context) {
+	st := a.node.Status()
+	if !a.isWitness() || st.Lead != st.ID {
+		return
+	}
+	for _, m := range a.members() {
+		if m.Role == store.RoleWitness || !slices.Contains(st.Voters, m.ID) {
+			continue
+		}
+		if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
+			a.log.Info("witness is raft leader: handing leadership to a node", "to", m.Name)
+			a.node.TransferLeader(ctx, m.ID)
+			return
+		}
+	}
 }
 
 // balanceVoters promotes a live learner when the cluster has fewer Raft

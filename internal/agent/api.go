@@ -199,6 +199,9 @@ func (b backend) Join(ctx context.Context, req api.JoinRequest) (api.JoinRespons
 	if err != nil {
 		return api.JoinResponse{}, err
 	}
+	// The write is applied here: refresh the member cache so the layout
+	// sent back includes the new node.
+	a.reloadMembers()
 	layout := model.Cluster{Name: a.cfg.Name, Quorum: a.cfg.Quorum, Timing: a.cfg.Timing}
 	for _, m := range a.members() {
 		n := model.Node{Name: m.Name, ID: m.ID, Links: m.Links}
@@ -242,6 +245,13 @@ func (b backend) RemoveNode(ctx context.Context, name string) (api.WriteResult, 
 func (a *Agent) write(ctx context.Context, cmd store.Command) (api.WriteResult, error) {
 	if q := a.quorum(); !q.Quorate {
 		return api.WriteResult{}, api.Errorf(api.CodeNoQuorum, "no quorum (%s): this node refuses configuration changes until it is in a quorate partition", q.Reason)
+	}
+	// Quorum of votes is not enough to commit: Raft needs a majority of its
+	// voters. They differ in two_node clusters (quorate alone, but Raft
+	// needs both) and when learners hold votes; say so instead of waiting.
+	if alive, voters := a.raftVotersAlive(); 2*alive <= voters {
+		return api.WriteResult{}, api.Errorf(api.CodeNoQuorum,
+			"only %d of %d Raft voters are reachable: configuration changes need a majority of them (a two_node cluster needs both nodes for changes; add a witness to change that)", alive, voters)
 	}
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()

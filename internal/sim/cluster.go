@@ -29,8 +29,8 @@ const (
 	StepDuration = 10 * time.Millisecond
 	// TickInterval is one raft tick (store.NodeConfig's default).
 	TickInterval = 100 * time.Millisecond
-	// ElectionTick and HeartbeatTick are the agent's raft settings.
-	ElectionTick  = 10
+	// HeartbeatTick is the agent's raft heartbeat (Options.ElectionTick
+	// sets the election timeout).
 	HeartbeatTick = 1
 	// HeartbeatInterval and NodeTimeout are the membership defaults.
 	HeartbeatInterval = membership.DefaultInterval
@@ -113,6 +113,15 @@ type node struct {
 	leader    bool
 	term      uint64 // the term it leads in, when leader
 	restartAt time.Duration
+	// tickPhase offsets this process's raft ticks within TickInterval, so
+	// that nodes do not tick in lockstep.
+	tickPhase time.Duration
+
+	// The agent's election policy (Options.AgentElections).
+	leaderless   time.Duration // when it last saw no leader begin; -1 while it has one
+	lastCampaign time.Duration
+	campaignAt   time.Duration // a staggered campaign after a lost leader; -1 for none
+	lostLead     uint64
 }
 
 type proposal struct {
@@ -164,6 +173,10 @@ type Cluster struct {
 	trace     []string
 	traceNext int
 	err       *Violation
+
+	active *node    // the node being driven, to name it in a panic
+	log    []string // with logAll, every trace line (scripts print them)
+	logAll bool
 
 	oldReader io.Reader
 	closed    bool
@@ -279,6 +292,9 @@ func (c *Cluster) tracef(format string, args ...any) {
 		return
 	}
 	s := fmtTime(c.now) + " " + fmt.Sprintf(format, args...)
+	if c.logAll {
+		c.log = append(c.log, s)
+	}
 	if len(c.trace) < c.opts.TraceLen {
 		c.trace = append(c.trace, s)
 		return
@@ -295,9 +311,10 @@ func (c *Cluster) chance(p float64) bool { return p > 0 && c.rng.Float64() < p }
 
 // start runs a node's processes on its disk (at bootstrap and restart).
 func (c *Cluster) start(n *node) {
+	c.active = n
 	core, err := store.NewCore(store.Config{
 		ID: n.id, Name: n.name,
-		ElectionTick: ElectionTick, HeartbeatTick: HeartbeatTick,
+		ElectionTick: c.opts.ElectionTick, HeartbeatTick: HeartbeatTick,
 		SnapshotEvery: c.snapEvery,
 		Logger:        nopLogger{},
 		Log:           slog.New(slog.DiscardHandler),
@@ -324,8 +341,10 @@ func (c *Cluster) start(n *node) {
 		return
 	}
 	n.up, n.core, n.mach = true, core, mach
+	n.tickPhase = StepDuration * time.Duration(c.rng.IntN(int(TickInterval/StepDuration)))
 	n.qs, n.quorate, n.leader, n.term = quorum.State{}, false, false, 0
 	n.restartAt = 0
+	n.leaderless, n.lastCampaign, n.campaignAt, n.lostLead = -1, -time.Hour, -1, 0
 	c.recomputeQuorum(n)
 }
 
@@ -426,6 +445,7 @@ func (c *Cluster) Propose(i int, key, value string) bool {
 	}
 	c.nextWait++
 	id := c.nextWait
+	c.active = n
 	if err := n.core.Propose(id, store.Put{Key: key, Value: []byte(value)}); err != nil {
 		c.rep.Refused++
 		return false
@@ -460,12 +480,11 @@ func (c *Cluster) Step() {
 	for p := c.net.next(c.now); p != nil; p = c.net.next(c.now) {
 		c.deliver(p)
 	}
-	if c.now%TickInterval == 0 {
-		for _, n := range c.n {
-			if n.up {
-				n.core.Tick()
-				c.processAll(n)
-			}
+	for _, n := range c.n {
+		if n.up && (c.now-n.tickPhase)%TickInterval == 0 {
+			c.active = n
+			n.core.Tick()
+			c.processAll(n)
 		}
 	}
 	for _, n := range c.n {
@@ -476,6 +495,13 @@ func (c *Cluster) Step() {
 			c.sendHeartbeat(n, o)
 		}
 		c.membershipChanges(n)
+	}
+	if c.opts.AgentElections && c.now%agentLoop == 0 {
+		for _, n := range c.n {
+			if n.up {
+				c.agentLoop(n)
+			}
+		}
 	}
 	c.checkStep()
 }
@@ -593,6 +619,7 @@ func (c *Cluster) deliver(p *packet) {
 		return
 	}
 	c.rep.RaftDelivered++
+	c.active = n
 	_ = n.core.Step(p.msg) // raft refuses some messages (e.g. from removed peers); fine
 	c.processAll(n)
 	if c.opts.bug == bugForgeVotes && p.msg.GetType() == raftpb.MsgVoteResp && !p.msg.GetReject() {
@@ -602,6 +629,7 @@ func (c *Cluster) deliver(p *packet) {
 			}
 			m := proto.CloneOf(p.msg)
 			m.To = new(o.id)
+			c.active = o
 			_ = o.core.Step(m)
 			c.processAll(o)
 		}
@@ -687,6 +715,9 @@ func (c *Cluster) membershipChanges(n *node) {
 		changed = true
 		if ch.To == membership.StatusLost {
 			c.rep.LostNotices++
+			if c.opts.AgentElections {
+				c.onNodeLost(n, ch.Node)
+			}
 		}
 	}
 	if changed {
@@ -715,6 +746,13 @@ func (c *Cluster) checkStep() {
 	need := len(c.n)/2 + 1
 	dcs := 0
 	for _, n := range c.n {
+		// Also while n is down: what o sent it just before may still be in
+		// flight when n restarts.
+		for _, o := range c.n {
+			if o != n && o.up && c.net.anyLink(o.idx, n.idx) >= 0 {
+				c.lastReach[n.idx][o.idx] = c.now
+			}
+		}
 		if !n.up {
 			continue
 		}
@@ -723,13 +761,7 @@ func (c *Cluster) checkStep() {
 		}
 		heard := 1
 		for _, o := range c.n {
-			if o == n {
-				continue
-			}
-			if o.up && c.net.anyLink(o.idx, n.idx) >= 0 {
-				c.lastReach[n.idx][o.idx] = c.now
-			}
-			if c.now-c.lastReach[n.idx][o.idx] < NodeTimeout+IsolationMargin {
+			if o != n && c.now-c.lastReach[n.idx][o.idx] < NodeTimeout+IsolationMargin {
 				heard++
 			}
 		}
@@ -746,9 +778,9 @@ func (c *Cluster) checkStep() {
 // Stabilize heals the network, restarts every crashed node and runs until
 // the cluster has converged (one leader that is DC, every node quorate and
 // applied up to the leader's commit, unchanged over half a second), at most
-// for max. It reports whether it converged; not converging is a liveness
+// for limit. It reports whether it converged; not converging is a liveness
 // violation.
-func (c *Cluster) Stabilize(max time.Duration) bool {
+func (c *Cluster) Stabilize(limit time.Duration) bool {
 	c.Heal()
 	for _, n := range c.n {
 		c.Restart(n.idx)
@@ -756,7 +788,7 @@ func (c *Cluster) Stabilize(max time.Duration) bool {
 	start := c.now
 	var last uint64
 	stable := 0
-	for c.now-start < max && c.err == nil {
+	for c.now-start < limit && c.err == nil {
 		c.RunFor(TickInterval)
 		commit, ok := c.converged()
 		switch {
@@ -774,7 +806,7 @@ func (c *Cluster) Stabilize(max time.Duration) bool {
 		}
 	}
 	if c.err == nil {
-		c.violate(InvLiveness, "no convergence %s after heal: %s", max, c.describe())
+		c.violate(InvLiveness, "no convergence %s after heal: %s", limit, c.describe())
 	}
 	return false
 }
@@ -892,3 +924,78 @@ func (nopLogger) Fatalf(f string, v ...any) {
 }
 func (nopLogger) Panic(v ...any)            { panic(fmt.Sprint(v...)) }
 func (nopLogger) Panicf(f string, v ...any) { panic(fmt.Sprintf(f, v...)) }
+
+// agentLoop and campaignStagger are the agent's (internal/agent).
+const (
+	agentLoop       = 50 * time.Millisecond
+	campaignStagger = 150 * time.Millisecond
+)
+
+// onNodeLost mirrors the agent: when membership declares the raft leader
+// lost, a voter forgets it and campaigns after rank × campaignStagger (rank
+// among the voters it still sees, by raft ID) if still leaderless.
+func (c *Cluster) onNodeLost(n *node, name string) {
+	var lost *node
+	for _, o := range c.n {
+		if o.name == name {
+			lost = o
+		}
+	}
+	st := n.core.Status()
+	if lost == nil || st.Lead != lost.id {
+		return
+	}
+	rank := 0
+	for _, o := range c.n {
+		if o == lost || o.id >= n.id {
+			continue
+		}
+		if ns, ok := n.mach.Node(o.name); ok && ns.Status.IsMember() {
+			rank++
+		}
+	}
+	c.active = n
+	if err := n.core.ForgetLeader(); err == nil {
+		c.processAll(n)
+	}
+	n.campaignAt, n.lostLead = c.now+time.Duration(rank)*campaignStagger, lost.id
+	c.tracef("%s: leader %s lost, campaign in %s", n.name, name, time.Duration(rank)*campaignStagger)
+}
+
+// agentLoop mirrors the agent's refresh: the staggered campaign after a
+// lost leader, and campaignIfLeaderless (a quorate voter without a leader
+// campaigns after campaignStagger × (1 + 2 × rank), at most once a second).
+func (c *Cluster) agentLoop(n *node) {
+	c.active = n
+	st := n.core.Status()
+	if n.campaignAt >= 0 && c.now >= n.campaignAt {
+		n.campaignAt = -1
+		if st.Lead == 0 || st.Lead == n.lostLead {
+			_ = n.core.Campaign()
+			c.processAll(n)
+			return
+		}
+	}
+	if st.Lead != 0 || !n.quorate {
+		n.leaderless = -1
+		return
+	}
+	if n.leaderless < 0 {
+		n.leaderless = c.now
+	}
+	rank := 0
+	for _, o := range c.n {
+		if o.id < n.id {
+			if ns, ok := n.mach.Node(o.name); ok && ns.Status.IsMember() {
+				rank++
+			}
+		}
+	}
+	wait := campaignStagger + time.Duration(rank)*2*campaignStagger
+	if c.now-n.leaderless < wait || c.now-n.lastCampaign < time.Second {
+		return
+	}
+	n.lastCampaign = c.now
+	_ = n.core.Campaign()
+	c.processAll(n)
+}

@@ -4,11 +4,11 @@
 // seeded PCG source, so that a seed replays bit for bit.
 //
 // A Cluster is N nodes (default 5). Each node is the real pure cores the
-// agent runs: a store.Core over a store.MemDisk (raft ticks every 100 ms,
-// ElectionTick 10, HeartbeatTick 1), a membership.Machine ticked every
-// simulated step (Interval 200 ms, NodeTimeout 1 s) whose heartbeats go
-// through the real codec with a test key, and quorum.Compute over the
-// Machine's view. A simulated network with two links carries raft messages
+// agent runs: a store.Core over a store.MemDisk (raft ticks every 100 ms
+// at a per-process phase; ElectionTick 10 by default, HeartbeatTick 1), a
+// membership.Machine ticked every 10 ms simulated step (Interval 200 ms,
+// NodeTimeout 1 s) whose heartbeats go through the real codec with a test
+// key, and quorum.Compute over the Machine's view. A simulated network with two links carries raft messages
 // and heartbeats with seeded delay, loss, duplication, reordering,
 // heartbeat corruption, partitions and link cuts; nodes crash (keeping only
 // what their disk's Save returned) and restart with a new boot ID; clients
@@ -35,10 +35,17 @@
 // stories (nodes, partition, crash, restart, propose, stabilize, check) run
 // by TestScripts.
 //
-// TestSimSeeds runs seeds 1..VIGIL_SIM_SEEDS (default 200, as `make test`);
-// `make test-long` runs 5000. A failing seed replays alone with
+// Options.AgentElections adds the agent's election policy on top of raft's
+// timeouts (internal/agent: membership declaring the leader lost makes the
+// survivors ForgetLeader and campaign staggered by raft ID; a quorate voter
+// without a leader campaigns); TestSimAgentElections runs it with the
+// agent's ElectionTick of 20.
 //
-//	go test ./internal/sim -run TestSimSeeds/seed=NNN -v
+// TestSimSeeds runs seeds 1..VIGIL_SIM_SEEDS (default 200, as `make test`;
+// 20 with -short); `make test-long` runs 5000. A failing seed replays alone
+// with
+//
+//	go test ./internal/sim -run 'TestSimSeeds/seed=NNN$' -v
 //
 // NB: etcd raft draws its randomized election timeouts from
 // crypto/rand.Reader. To replay seeds, a Cluster swaps crypto/rand.Reader

@@ -52,19 +52,19 @@ func (q *queue) Pop() any {
 type network struct {
 	n        int
 	links    int
-	group    []int          // partition group per node
-	cutPair  [][][]bool     // cutPair[link][from][to]
-	cutLink  []bool         // a whole link (switch) down
-	loss     float64        // current drop probability
-	lossTill time.Duration  // end of a loss burst (0: none)
-	q        queue          // in flight
-	seq      uint64         // next packet seq
-	minDelay time.Duration  // per-packet delay bounds
-	maxDelay time.Duration  //
-	reorder  time.Duration  // extra delay for a reordered packet
-	dupP     float64        // duplication probability
-	corruptP float64        // heartbeat corruption probability
-	baseLoss float64        // loss outside bursts
+	group    []int         // partition group per node
+	cutPair  [][][]bool    // cutPair[link][from][to]
+	cutLink  []bool        // a whole link (switch) down
+	loss     float64       // current drop probability
+	lossTill time.Duration // end of a loss burst (0: none)
+	q        queue         // in flight
+	seq      uint64        // next packet seq
+	minDelay time.Duration // per-packet delay bounds
+	maxDelay time.Duration //
+	reorder  time.Duration // extra delay for a reordered packet
+	dupP     float64       // duplication probability
+	corruptP float64       // heartbeat corruption probability
+	baseLoss float64       // loss outside bursts
 }
 
 func newNetwork(n, links int) *network {

@@ -13,7 +13,7 @@ import (
 type Options struct {
 	// Nodes is the cluster size, 1 to 9; default 5.
 	Nodes int
-	// Duration is the simulated time with faults and writes; default 40s.
+	// Duration is the simulated time with faults and writes; default 30s.
 	Duration time.Duration
 	// Settle bounds the quiet time after the final heal; default 30s.
 	Settle time.Duration
@@ -27,6 +27,13 @@ type Options struct {
 	// SnapshotEvery is the store's snapshot interval; 0 draws one from
 	// [10, 200] per seed, so snapshots and compaction are exercised.
 	SnapshotEvery uint64
+	// ElectionTick is raft's election timeout in ticks; default 10.
+	ElectionTick int
+	// AgentElections adds the agent's election policy (internal/agent):
+	// membership declaring the leader lost makes the survivors ForgetLeader
+	// and campaign staggered by raft ID, and a quorate voter left without a
+	// leader campaigns. Use it with ElectionTick 20, as the agent does.
+	AgentElections bool
 	// TraceLen is how many of the last events Report.Trace keeps; default
 	// 60, negative for none.
 	TraceLen int
@@ -39,7 +46,7 @@ func (o Options) withDefaults() Options {
 		o.Nodes = 5
 	}
 	if o.Duration == 0 {
-		o.Duration = 40 * time.Second
+		o.Duration = 30 * time.Second
 	}
 	if o.Settle == 0 {
 		o.Settle = 30 * time.Second
@@ -53,6 +60,9 @@ func (o Options) withDefaults() Options {
 	if o.MaxDown == 0 {
 		o.MaxDown = o.Nodes/2 + 1
 	}
+	if o.ElectionTick == 0 {
+		o.ElectionTick = 10
+	}
 	if o.TraceLen == 0 {
 		o.TraceLen = 60
 	}
@@ -65,6 +75,8 @@ func (o Options) validate() error {
 		return fmt.Errorf("sim: nodes %d: want 1 to 9", o.Nodes)
 	case o.Duration < 0 || o.Settle < 0 || o.FaultEvery < 0 || o.WriteEvery < 0:
 		return errors.New("sim: durations must not be negative")
+	case o.ElectionTick < 2:
+		return fmt.Errorf("sim: election tick %d: want at least 2", o.ElectionTick)
 	case o.MaxDown < 0 || o.MaxDown > o.Nodes:
 		return fmt.Errorf("sim: max down %d: want 0 to %d", o.MaxDown, o.Nodes)
 	}
@@ -102,7 +114,7 @@ type Report struct {
 	LostNotices int
 
 	HeartbeatsSent, HeartbeatsDelivered, CorruptInjected, CorruptRejected int
-	RaftSent, RaftDelivered, SnapshotsSent, Duplicated                     int
+	RaftSent, RaftDelivered, SnapshotsSent, Duplicated                    int
 
 	// Trace is the tail of the event log, oldest first.
 	Trace []string
@@ -138,7 +150,11 @@ func Run(seed uint64, opts Options) (rep Report, err error) {
 	defer c.Close()
 	defer func() {
 		if p := recover(); p != nil {
-			c.violate(InvCrash, "panic: %v\n%s", p, debug.Stack())
+			who := "harness"
+			if c.active != nil {
+				who = c.active.name
+			}
+			c.violate(InvCrash, "panic in %s: %v\n%s", who, p, debug.Stack())
 			rep, err = c.Report(), c.err
 		}
 	}()

@@ -263,6 +263,9 @@ func (c *Core) Tick() { c.rn.Tick() }
 // hand-over).
 func (c *Core) Campaign() error { return c.rn.Campaign() }
 
+// TransferLeader starts a leadership transfer to the given voter.
+func (c *Core) TransferLeader(to uint64) { c.rn.TransferLeader(to) }
+
 // ForgetLeader makes a follower leaderless in its current term, so it can
 // grant pre-votes before its election timeout (see Node.ForgetLeader).
 func (c *Core) ForgetLeader() error { return c.rn.ForgetLeader() }
@@ -441,7 +444,7 @@ func (c *Core) process(rd raft.Ready, out *Output) error {
 		if rd.SoftState.Lead != c.lead {
 			out.LeaderChanged = true
 			c.log.Info("store: leader changed", "lead", rd.SoftState.Lead, "was", c.lead,
-				"term", c.rn.BasicStatus().Term, "state", rd.SoftState.RaftState.String())
+				"term", c.rn.BasicStatus().GetTerm(), "state", rd.SoftState.RaftState.String())
 		}
 		c.lead, c.raftState = rd.SoftState.Lead, rd.SoftState.RaftState
 	}

@@ -269,6 +269,12 @@ func (n *Node) Campaign(ctx context.Context) {
 	})
 }
 
+// TransferLeader asks raft to hand leadership to the given voter once it
+// has caught up (a leader-only operation; ignored elsewhere).
+func (n *Node) TransferLeader(ctx context.Context, to uint64) {
+	n.act(ctx, func(c *Core) { c.TransferLeader(to) })
+}
+
 // ReportUnreachable tells raft that a peer could not be reached, so the
 // leader stops pipelining to it until it answers again.
 func (n *Node) ReportUnreachable(ctx context.Context, id uint64) {
