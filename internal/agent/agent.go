@@ -12,8 +12,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,8 +35,12 @@ import (
 // node_timeout" holds with room to spare.
 const loopEvery = 50 * time.Millisecond
 
-// electionTick is raft's election timeout in 100 ms ticks.
-const electionTick = 20
+// electionTick is raft's election timeout in 100 ms ticks, heartbeatTick
+// its leader heartbeat period.
+const (
+	electionTick  = 20
+	heartbeatTick = 3
+)
 
 // campaignStagger separates the survivors' campaigns after the leader is
 // lost, so they do not split the vote; lowest raft ID goes first.
@@ -134,7 +140,9 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 		// membership layer declares a leader lost after node_timeout and
 		// the survivors elect a new one at once (onNodeLost). The longer
 		// timeout keeps a link switch from costing the leader.
-		Core:      store.Config{ID: self.ID, Name: self.Name, Log: a.log, ElectionTick: electionTick},
+		// Raft heartbeats only keep the leader's lease (commits are pushed at
+		// once), so they can be sparse: membership detects failures.
+		Core:      store.Config{ID: self.ID, Name: self.Name, Log: a.log, ElectionTick: electionTick, HeartbeatTick: heartbeatTick},
 		Disk:      disk,
 		Transport: a.transport,
 	})
@@ -171,6 +179,10 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	mux := http.NewServeMux()
 	mux.Handle("/raft/", a.transport.Handler(a.node.Step))
 	mux.Handle("/v1/", newAPI(a))
+	// Profiles for operators and for our own idle-cost work; same token as
+	// the API.
+	mux.Handle("/debug/pprof/", a.requireToken(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/profile", a.requireToken(http.HandlerFunc(pprof.Profile)))
 	serverTLS := pki.ServerTLS(ca, cert)
 	for _, addr := range self.Links {
 		ln, err := net.Listen("tcp", addr)
@@ -191,6 +203,18 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	}
 	a.log.Info("agent started", "cluster", f.Name, "links", self.Links, "id", self.ID)
 	return a, nil
+}
+
+// requireToken wraps h with the API token check.
+func (a *Agent) requireToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !pki.CheckToken(a.key, tok) {
+			http.Error(w, "unauthorized", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // run is the agent's loop: it reacts to membership changes at once and
