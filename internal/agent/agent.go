@@ -223,6 +223,7 @@ func (a *Agent) run(ctx context.Context) error {
 	defer a.close()
 	changes, unsubscribe := a.mship.Subscribe()
 	defer unsubscribe()
+	go a.relayTransportReports(ctx)
 	tick := time.NewTicker(loopEvery)
 	defer tick.Stop()
 	for {
@@ -244,6 +245,24 @@ func (a *Agent) run(ctx context.Context) error {
 		case <-tick.C:
 		}
 		a.refresh(ctx)
+	}
+}
+
+// relayTransportReports hands the transport's delivery failures to raft:
+// an unreachable peer stops optimistic pipelining to it, and a lost
+// snapshot is sent again instead of being waited for.
+func (a *Agent) relayTransportReports(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-a.transport.Unreachable():
+			a.node.ReportUnreachable(ctx, id)
+		case r := <-a.transport.Snapshots():
+			if r.Failed {
+				a.node.ReportSnapshot(ctx, r.To, true)
+			}
+		}
 	}
 }
 
@@ -408,6 +427,25 @@ func (a *Agent) syncPeers() {
 	if err := a.mship.SetPeers(ps); err != nil {
 		a.log.Error("update heartbeat peers", "err", err)
 	}
+	// Stop streaming to nodes that were removed.
+	if a.transport != nil {
+		for _, id := range a.removedSince(ps) {
+			a.transport.Remove(id)
+		}
+	}
+}
+
+// removedSince returns the raft IDs of configured nodes (from the file)
+// that are no longer members; called when the member list changes.
+func (a *Agent) removedSince(ps []membership.Peer) []uint64 {
+	var out []uint64
+	for _, n := range a.cfg.Nodes {
+		if n.Name == a.cfg.Node || slices.ContainsFunc(ps, func(p membership.Peer) bool { return p.Name == n.Name }) {
+			continue
+		}
+		out = append(out, n.ID)
+	}
+	return out
 }
 
 // PeerAddrs implements peer.Resolver: a node's link addresses, links that

@@ -112,6 +112,7 @@ func (p *peer) run() {
 			wasUp = true
 			start := time.Now()
 			err = p.pump(s)
+			addr := p.stats().Addr // pump may have moved to the preferred link
 			p.setStream("", false)
 			if p.ctx.Err() != nil {
 				return
@@ -210,6 +211,8 @@ func (p *peer) pump(s *stream) error {
 			if r.err != nil {
 				return s.err
 			}
+			p.t.log.Warn("raft stream to peer lost; moving to the preferred link", "to", p.id, "addr", s.addr, "err", s.err)
+			p.t.reportUnreachable(p.id)
 			s = r.s
 			p.setStream(s.addr, true)
 			continue
@@ -232,7 +235,7 @@ func (p *peer) pump(s *stream) error {
 				continue
 			}
 			p.t.log.Info("raft stream back on the preferred link", "to", p.id, "addr", r.s.addr, "from", s.addr)
-			s.closeGracefully()
+			s.closeGracefully(p.t.cfg.DialTimeout)
 			s = r.s
 			p.setStream(s.addr, true)
 			continue
@@ -360,10 +363,10 @@ func (s *stream) close() {
 }
 
 // closeGracefully ends the request body, so that the receiver reads what was
-// written, waits briefly for the receiver to finish, then closes.
-func (s *stream) closeGracefully() {
+// written, waits up to d for the receiver to finish, then closes.
+func (s *stream) closeGracefully(d time.Duration) {
 	s.pw.Close()
-	timer := time.NewTimer(time.Second)
+	timer := time.NewTimer(d)
 	defer timer.Stop()
 	select {
 	case <-s.done:

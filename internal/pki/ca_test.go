@@ -165,8 +165,8 @@ func TestTLSSeparatesClusters(t *testing.T) {
 	tests := []struct {
 		name    string
 		conf    *tls.Config
-		want    string // body, or "" for an expected failure
-		wantErr string
+		want    string // body, if the request should succeed
+		wantErr string // else a substring of the error ("-": any error)
 	}{
 		{"same cluster, peer", ClientTLS(caA, &certA, ""), "peer a2", ""},
 		{"same cluster, CLI without cert", ClientTLS(caA, nil, ""), "anonymous", ""},
@@ -176,8 +176,9 @@ func TestTLSSeparatesClusters(t *testing.T) {
 		{"client trusts another key's CA", ClientTLS(caB, &certB, ""), "", "not from this cluster's CA"},
 		{"client trusts another key's CA, no cert", ClientTLS(caB, nil, ""), "", "not from this cluster's CA"},
 		// The client trusts A but presents B's leaf: the server refuses the
-		// handshake (the client sees the alert).
-		{"client cert from another key", ClientTLS(caA, &certB, ""), "", "certificate"},
+		// handshake. In TLS 1.3 the client sees the alert only on its first
+		// read, so the error text varies.
+		{"client cert from another key", ClientTLS(caA, &certB, ""), "", "-"},
 	}
 	for i, tt := range tests {
 		body, err := get(t, tt.conf, srv.URL)
@@ -188,7 +189,7 @@ func TestTLSSeparatesClusters(t *testing.T) {
 			t.Errorf("%d (%s): body %q, want %q", i, tt.name, body, tt.want)
 		case tt.wantErr != "" && err == nil:
 			t.Errorf("%d (%s): connected (body %q), want refusal", i, tt.name, body)
-		case tt.wantErr != "" && !strings.Contains(err.Error(), tt.wantErr):
+		case tt.wantErr != "" && tt.wantErr != "-" && !strings.Contains(err.Error(), tt.wantErr):
 			t.Errorf("%d (%s): err %v, want it to mention %q", i, tt.name, err, tt.wantErr)
 		}
 	}

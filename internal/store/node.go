@@ -269,6 +269,12 @@ func (n *Node) Campaign(ctx context.Context) {
 	})
 }
 
+// ReportSnapshot tells raft whether a snapshot sent to a peer was lost, so
+// a follower is not left waiting for one that never arrives.
+func (n *Node) ReportSnapshot(ctx context.Context, id uint64, failed bool) {
+	n.act(ctx, func(c *Core) { c.ReportSnapshot(id, failed) })
+}
+
 // TransferLeader asks raft to hand leadership to the given voter once it
 // has caught up (a leader-only operation; ignored elsewhere).
 func (n *Node) TransferLeader(ctx context.Context, to uint64) {
