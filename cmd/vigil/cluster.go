@@ -31,6 +31,7 @@ func newClusterCmd(g *globals) *cobra.Command {
 type setupOptions struct {
 	nodes, witnesses  []string
 	dir, dataDir      string
+	runDir            string
 	heartbeat         time.Duration
 	nodeTimeout       time.Duration
 	twoNode, wfa, lms bool
@@ -59,6 +60,7 @@ peer traffic).`,
 	f.StringArrayVar(&o.witnesses, "witness", nil, "a witness: NAME=HOST:PORT[,...] (votes, runs nothing)")
 	f.StringVar(&o.dir, "dir", ".", "folder to write the key and configurations to")
 	f.StringVar(&o.dataDir, "data-dir", "data/{node}", "data folder per node; {node} is replaced by the node name; relative to the config file")
+	f.StringVar(&o.runDir, "run-dir", "", "volatile state folder per node ({node} replaced; default /run/vigil/CLUSTER-NODE)")
 	f.DurationVar(&o.heartbeat, "heartbeat", model.DefaultHeartbeat, "heartbeat period on each link")
 	f.DurationVar(&o.nodeTimeout, "node-timeout", model.DefaultNodeTimeout, "silence on all links after which a node is lost")
 	f.BoolVar(&o.twoNode, "two-node", false, "two-node cluster: one node keeps quorum alone (only safe with fencing or a witness)")
@@ -135,6 +137,7 @@ func runSetup(g *globals, name string, o setupOptions) error {
 			Node:    n.Name,
 			KeyFile: "cluster.key",
 			DataDir: strings.ReplaceAll(o.dataDir, "{node}", n.Name),
+			RunDir:  strings.ReplaceAll(o.runDir, "{node}", n.Name),
 			Initial: true,
 		}
 		if err := f.Validate(); err != nil {

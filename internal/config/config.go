@@ -32,6 +32,10 @@ type File struct {
 	KeyFile string `json:"key_file"`
 	// DataDir holds the Raft log, snapshots and local state.
 	DataDir string `json:"data_dir"`
+	// RunDir holds volatile resource state (OCF state files, pid files of
+	// vigil:process). It must not survive a reboot, so the default is on
+	// /run (a tmpfs): /run/vigil/<cluster>-<node>.
+	RunDir string `json:"run_dir,omitempty"`
 	// Initial marks a node of the cluster's first set: with an empty data
 	// folder it bootstraps from Nodes. A joining node has Initial false and
 	// receives the state from the cluster instead.
@@ -121,6 +125,14 @@ func (f *File) KeyPath() string { return f.Resolve(f.KeyFile) }
 
 // DataPath is the absolute path of the data folder.
 func (f *File) DataPath() string { return f.Resolve(f.DataDir) }
+
+// RunPath is the absolute path of the run folder.
+func (f *File) RunPath() string {
+	if f.RunDir == "" {
+		return filepath.Join("/run/vigil", f.Name+"-"+f.Node)
+	}
+	return f.Resolve(f.RunDir)
+}
 
 // Marshal renders the file as YAML.
 func (f *File) Marshal() ([]byte, error) {

@@ -285,7 +285,9 @@ func (l *Lab) makeDir() string {
 // setupCluster runs `vigil cluster setup` into the lab folder.
 func (l *Lab) setupCluster() {
 	l.t.Helper()
-	args := []string{"cluster", "setup", l.opts.Cluster, "--dir", l.dir}
+	// Volatile resource state goes in the lab folder, one per node, so
+	// labs never see each other's (or an earlier run's) resources.
+	args := []string{"cluster", "setup", l.opts.Cluster, "--dir", l.dir, "--run-dir=run/{node}"}
 	for _, p := range l.hosts {
 		flag := "--node"
 		if p.Witness {
