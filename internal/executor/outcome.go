@@ -1,0 +1,153 @@
+package executor
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/vigil-ha/vigil/internal/agents"
+	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/model"
+)
+
+// maxOutput bounds the agent output kept in a record or a result: both
+// live in the replicated store, once per instance and node.
+const maxOutput = 1024
+
+// output renders what an action said, and why it could not run, keeping
+// the tail (where agents put their error) within maxOutput bytes.
+func output(res agents.Result) string {
+	s := strings.TrimSpace(res.Output)
+	if res.Err != nil {
+		if s != "" {
+			s += "\n"
+		}
+		s += res.Err.Error()
+	}
+	if len(s) > maxOutput {
+		s = s[len(s)-maxOutput:]
+		for len(s) > 0 && !utf8.RuneStart(s[0]) {
+			s = s[1:]
+		}
+	}
+	return s
+}
+
+// running reports whether a monitor's code says the instance runs well
+// enough: OK, or DEGRADED (OCF 1.1: running, with a warning; Pacemaker does
+// not recover it).
+func running(c agents.Code) bool { return c == agents.CodeOK || c == agents.CodeDegraded }
+
+// probeState maps a one-shot monitor's code to the state to record.
+//
+// NB: ERR_INSTALLED and a missing agent mean "cannot run here, so does not
+// run here", as in Pacemaker. Recording them as failed would make the DC
+// stop the instance on a node that cannot run the stop either, and a failed
+// stop blocks it until the node is fenced.
+func probeState(c agents.Code) string {
+	switch {
+	case running(c):
+		return model.StateStarted
+	case c == agents.CodeNotRunning, c == agents.CodeErrInstalled, c == agents.CodeNotFound:
+		return model.StateStopped
+	}
+	return model.StateFailed
+}
+
+// startFailCount is the fail count a failed start leaves: the resource's
+// migration-threshold, so that it moves at once (Pacemaker's
+// start-failure-is-fatal). A threshold of 0 (never move on failure) still
+// records one failure.
+func startFailCount(r model.Resource, old int64) int64 {
+	return max(old, r.MigrationThreshold(), 1)
+}
+
+// baseRecord returns the record of inst as found (with the fields this
+// node owns set), or a fresh stopped one.
+func (e *Executor) baseRecord(old model.ResourceRecord, found bool, inst string) model.ResourceRecord {
+	if !found {
+		return model.ResourceRecord{V: clusterstate.FormatVersion, Resource: inst, Node: e.cfg.Node, State: model.StateStopped}
+	}
+	old.V = clusterstate.FormatVersion
+	old.Resource = inst
+	old.Node = e.cfg.Node
+	return old
+}
+
+// afterTask applies the outcome of task t to the instance's record and
+// reports whether the task succeeded.
+func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now time.Time) (model.ResourceRecord, bool) {
+	code := res.Code
+	var ok bool
+	switch t.Action {
+	case model.ActStart:
+		ok = code == agents.CodeOK
+		if ok {
+			rec.State = model.StateStarted
+		} else {
+			rec.State = model.StateFailed
+			rec.FailCount = startFailCount(t.Config, rec.FailCount)
+			rec.LastFailure = now
+		}
+	case model.ActMigrateFrom:
+		ok = code == agents.CodeOK
+		if ok {
+			rec.State = model.StateStarted
+		} else {
+			rec.State = model.StateFailed
+			rec.FailCount++
+			rec.LastFailure = now
+		}
+	case model.ActMigrateTo:
+		// After a successful migrate_to the instance may still be active
+		// here until the DC's stop (after migrate_from on the target):
+		// it stays recorded as started, without a recurring monitor.
+		ok = code == agents.CodeOK
+		if ok {
+			rec.State = model.StateStarted
+		} else {
+			rec.State = model.StateFailed
+			rec.FailCount++
+			rec.LastFailure = now
+		}
+	case model.ActStop:
+		ok = code == agents.CodeOK
+		if ok {
+			rec.State = model.StateStopped
+		} else {
+			// Including a timeout: whether it still runs is unknown.
+			rec.State = model.StateStopFailed
+			rec.LastFailure = now
+		}
+	case model.ActProbe:
+		rec.State = probeState(code)
+		ok = rec.State != model.StateFailed
+	}
+	rec.LastOp = t.Action
+	rec.LastRC = int(code)
+	rec.Output = output(res)
+	rec.Changed = now
+	return rec, ok
+}
+
+// afterProbe applies a one-shot monitor's outcome to a record.
+func afterProbe(rec model.ResourceRecord, res agents.Result, now time.Time) model.ResourceRecord {
+	rec.State = probeState(res.Code)
+	rec.LastOp = model.ActProbe
+	rec.LastRC = int(res.Code)
+	rec.Output = output(res)
+	rec.Changed = now
+	return rec
+}
+
+// afterMonitorFailure records a failed recurring monitor.
+func afterMonitorFailure(rec model.ResourceRecord, res agents.Result, now time.Time) model.ResourceRecord {
+	rec.State = model.StateFailed
+	rec.FailCount++
+	rec.LastFailure = now
+	rec.LastOp = model.OpMonitor
+	rec.LastRC = int(res.Code)
+	rec.Output = output(res)
+	rec.Changed = now
+	return rec
+}

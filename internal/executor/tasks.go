@@ -1,0 +1,294 @@
+package executor
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vigil-ha/vigil/internal/agents"
+	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+// view is what one reconcile round reads from the store.
+type view struct {
+	dcTerm   uint64
+	maint    bool
+	tasks    []taskEntry // without a result, in ID order
+	cleanups []string    // instances with a cleanup request
+	records  map[string]model.ResourceRecord
+}
+
+type taskEntry struct {
+	id   string
+	task model.Task
+	err  error // the task could not be decoded
+}
+
+// readViewLocked reads a view; called with e.mu held, inside Store.Read.
+func (e *Executor) readViewLocked(s *store.State) view {
+	_ = e.refreshConfigLocked(s) // logged; the cache stays
+	v := view{dcTerm: clusterstate.DC(s).Term, maint: e.maintenance(s), records: e.recordsOf(s)}
+	prefix := clusterstate.PrefixTasks + e.cfg.Node + "/"
+	s.Range(prefix, func(k string, it store.Item) bool {
+		id := strings.TrimPrefix(k, prefix)
+		if e.active[id] {
+			return true
+		}
+		if _, done := s.Get(clusterstate.ResultKey(e.cfg.Node, id)); done {
+			return true
+		}
+		te := taskEntry{id: id}
+		te.err = decode(k, it.Value, &te.task)
+		v.tasks = append(v.tasks, te)
+		return true
+	})
+	cprefix := PrefixCleanup + e.cfg.Node + "/"
+	s.Range(cprefix, func(k string, _ store.Item) bool {
+		v.cleanups = append(v.cleanups, strings.TrimPrefix(k, cprefix))
+		return true
+	})
+	return v
+}
+
+// refusal says why a task must not run, or "".
+func refusal(te taskEntry, dcTerm uint64, maint bool) string {
+	t := te.task
+	switch {
+	case te.err != nil:
+		return fmt.Sprintf("cannot read the task: %v", te.err)
+	case t.V > clusterstate.FormatVersion:
+		return fmt.Sprintf("task format version %d is newer than this node's %d", t.V, clusterstate.FormatVersion)
+	case t.Term < dcTerm:
+		return fmt.Sprintf("older term %d < %d", t.Term, dcTerm)
+	case maint:
+		return RefusedMaintenance
+	case t.Resource == "" || strings.Contains(t.Resource, "/"):
+		return fmt.Sprintf("bad resource instance id %q", t.Resource)
+	case t.Config.Agent == "":
+		return "the task's configuration names no agent"
+	}
+	if action, _ := taskAction(t); action == "" {
+		return fmt.Sprintf("unknown action %q", t.Action)
+	}
+	return ""
+}
+
+// taskAction maps a task to the agent action and its timeout.
+func taskAction(t model.Task) (string, time.Duration) {
+	opTimeout := func(name string) time.Duration {
+		op, _ := t.Config.Op(name)
+		return op.Timeout.D()
+	}
+	switch t.Action {
+	case model.ActStart:
+		return agents.ActionStart, opTimeout(model.OpStart)
+	case model.ActStop:
+		return agents.ActionStop, opTimeout(model.OpStop)
+	case model.ActProbe:
+		return agents.ActionMonitor, probeTimeout(t.Config).D()
+	case model.ActMigrateTo:
+		return agents.ActionMigrateTo, opTimeout(model.OpMigrateTo)
+	case model.ActMigrateFrom:
+		return agents.ActionMigrateFrom, opTimeout(model.OpMigrateFrom)
+	}
+	return "", 0
+}
+
+// reconcile runs one round: queue new tasks and cleanups, refuse what must
+// not run, and bring the recurring monitors in line with the records.
+func (e *Executor) reconcile(ctx context.Context) {
+	var refusals []store.Op
+	var refused []string
+	e.mu.Lock()
+	if e.closed {
+		e.mu.Unlock()
+		return
+	}
+	var v view
+	e.cfg.Store.Read(func(s *store.State) { v = e.readViewLocked(s) })
+	for _, te := range v.tasks {
+		e.active[te.id] = true
+		if why := refusal(te, v.dcTerm, v.maint); why != "" {
+			e.log.Info("executor: refusing task", "task", te.id, "action", te.task.Action, "resource", te.task.Resource, "why", why)
+			refusals = append(refusals, e.resultOp(model.TaskResult{ID: te.id, Term: te.task.Term, Refused: why}))
+			refused = append(refused, te.id)
+			continue
+		}
+		t := te.task
+		in := e.instanceLocked(t.Resource)
+		if t.Action == model.ActStop || t.Action == model.ActMigrateTo {
+			// A stop must not wait behind, or be followed by, a monitor.
+			stopMonitor(in)
+		}
+		e.enqueueLocked(in, job{task: &t})
+	}
+	for _, inst := range v.cleanups {
+		if e.cleaning[inst] {
+			continue
+		}
+		e.cleaning[inst] = true
+		e.enqueueLocked(e.instanceLocked(inst), job{cleanup: true})
+	}
+	e.adjustMonitorsLocked(v)
+	e.mu.Unlock()
+
+	if len(refusals) > 0 {
+		_ = e.commitBatches(ctx, "task refusals", refusals)
+		e.mu.Lock()
+		for _, id := range refused {
+			delete(e.active, id)
+		}
+		e.mu.Unlock()
+	}
+}
+
+func (e *Executor) instanceLocked(id string) *instance {
+	in, ok := e.insts[id]
+	if !ok {
+		in = &instance{id: id}
+		e.insts[id] = in
+	}
+	return in
+}
+
+// enqueueLocked appends j to the instance's queue and starts its worker if
+// none runs.
+func (e *Executor) enqueueLocked(in *instance, j job) {
+	in.queue = append(in.queue, j)
+	if in.busy {
+		return
+	}
+	in.busy = true
+	e.wg.Add(1)
+	go e.work(e.runCtx, in)
+}
+
+// work runs the instance's queue until it is empty.
+func (e *Executor) work(ctx context.Context, in *instance) {
+	defer e.wg.Done()
+	for {
+		e.mu.Lock()
+		if len(in.queue) == 0 {
+			in.busy = false
+			e.mu.Unlock()
+			e.poke()
+			return
+		}
+		j := in.queue[0]
+		in.queue = in.queue[1:]
+		e.mu.Unlock()
+
+		failed, answered := false, true
+		if ctx.Err() == nil {
+			switch {
+			case j.task != nil:
+				answered = e.runTask(ctx, *j.task)
+			case j.cleanup:
+				e.runCleanup(ctx, in.id)
+			case j.mon != nil:
+				failed = e.runMonitor(ctx, j.mon)
+			}
+		}
+
+		e.mu.Lock()
+		switch {
+		case j.task != nil:
+			if answered || ctx.Err() != nil {
+				// Else the store rejected the result: keep the task marked
+				// so that it never runs twice.
+				delete(e.active, j.task.ID)
+			}
+			stopMonitor(in) // the record changed: the next round starts a fresh one
+		case j.cleanup:
+			delete(e.cleaning, in.id)
+			stopMonitor(in)
+		case j.mon != nil:
+			if failed && in.mon == j.mon {
+				stopMonitor(in)
+			}
+			j.done <- failed
+		}
+		e.mu.Unlock()
+		e.poke()
+	}
+}
+
+// runTask runs one task and commits its result with the instance's record.
+// It returns false if the store rejected the result.
+func (e *Executor) runTask(ctx context.Context, t model.Task) bool {
+	log := e.log.With("task", t.ID, "action", t.Action, "resource", t.Resource)
+	// Check again: the DC or the maintenance flags may have changed while
+	// the task waited in the queue.
+	var why string
+	var old model.ResourceRecord
+	var found bool
+	e.cfg.Store.Read(func(s *store.State) {
+		why = refusal(taskEntry{id: t.ID, task: t}, clusterstate.DC(s).Term, e.maintenance(s))
+		old, found = e.record(s, t.Resource)
+	})
+	if why != "" {
+		log.Info("executor: refusing task", "why", why)
+		err := e.commit(ctx, "refusal of task "+t.ID, []store.Op{e.resultOp(model.TaskResult{ID: t.ID, Term: t.Term, Refused: why})})
+		return err == nil
+	}
+	action, timeout := taskAction(t)
+	log.Info("executor: running task", "reason", t.Reason)
+	res := e.exec(ctx, t.Config, t.Resource, action, 0, timeout, &t)
+	if res.Code == agents.CodeCanceled && ctx.Err() != nil {
+		// Hard stop: the outcome is unknown. The next incarnation refuses
+		// the task and probes.
+		log.Warn("executor: task interrupted by shutdown; no result written")
+		return true
+	}
+	rec, ok := afterTask(e.baseRecord(old, found, t.Resource), t, res, e.cfg.Now())
+	result := model.TaskResult{ID: t.ID, Term: t.Term, RC: int(res.Code), OK: ok, Output: output(res), Duration: res.Duration}
+	if err := e.commit(ctx, "result of task "+t.ID, []store.Op{e.resultOp(result), e.recordOp(rec)}); err != nil {
+		log.Error("executor: result not written", "rc", res.Code, "err", err)
+		return false
+	}
+	lvl := log.Info
+	if !ok {
+		lvl = log.Warn
+	}
+	lvl("executor: task done", "rc", res.Code, "ok", ok, "state", rec.State, "fail_count", rec.FailCount, "duration", res.Duration)
+	return true
+}
+
+// runCleanup re-probes an instance, writes its record with the fail count
+// reset, and deletes the request, in one transaction.
+func (e *Executor) runCleanup(ctx context.Context, inst string) {
+	var in Instance
+	var known, present, found bool
+	var old model.ResourceRecord
+	e.mu.Lock()
+	e.cfg.Store.Read(func(s *store.State) {
+		_ = e.refreshConfigLocked(s) // logged; the cache stays
+		in, known = e.instByID[inst]
+		_, present = s.Get(CleanupKey(e.cfg.Node, inst))
+		old, found = e.record(s, inst)
+	})
+	e.mu.Unlock()
+	if !present {
+		return
+	}
+	ops := []store.Op{{Key: CleanupKey(e.cfg.Node, inst), Delete: true}}
+	rec := e.baseRecord(old, found, inst)
+	if known {
+		res := e.exec(ctx, in.Resource, inst, agents.ActionMonitor, 0, probeTimeout(in.Resource).D(), nil)
+		if res.Code == agents.CodeCanceled && ctx.Err() != nil {
+			return
+		}
+		rec = afterProbe(rec, res, e.cfg.Now())
+	}
+	rec.FailCount = 0
+	rec.LastFailure = time.Time{}
+	if known || found {
+		ops = append(ops, e.recordOp(rec))
+	}
+	if err := e.commit(ctx, "cleanup of "+inst, ops); err == nil {
+		e.log.Info("executor: cleaned up", "resource", inst, "state", rec.State)
+	}
+}
