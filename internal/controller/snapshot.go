@@ -1,0 +1,140 @@
+package controller
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+// View is everything the controller reads from the store in one go.
+type View struct {
+	Config      model.Config
+	Members     []store.Member
+	Records     []model.ResourceRecord
+	Tasks       []model.Task
+	Results     []model.TaskResult
+	NodeRecords map[string]model.NodeRecord
+	DC          clusterstate.DCRecord
+	Index       uint64
+}
+
+// ReadView reads a consistent View from the applied state.
+func ReadView(s *store.State) (View, error) {
+	var v View
+	var err error
+	if v.Config, err = clusterstate.LoadConfig(s); err != nil {
+		return v, err
+	}
+	if v.Records, err = clusterstate.Records(s, ""); err != nil {
+		return v, err
+	}
+	if v.Tasks, err = clusterstate.Tasks(s, ""); err != nil {
+		return v, err
+	}
+	if v.Results, err = clusterstate.Results(s, ""); err != nil {
+		return v, err
+	}
+	if v.NodeRecords, err = clusterstate.NodeRecords(s); err != nil {
+		return v, err
+	}
+	v.Members = s.Members()
+	v.DC = clusterstate.DC(s)
+	v.Index = s.Index()
+	return v, nil
+}
+
+// NodeNames returns the names of the members that can run resources and
+// of every member (constraints may name witnesses too).
+func (v View) NodeNames() []string {
+	out := make([]string, 0, len(v.Members))
+	for _, m := range v.Members {
+		out = append(out, m.Name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// NodeState derives a node's scheduling state from membership (alive: a
+// member in this node's view) and its record. The rules are the heart of
+// "never twice": a node that is not alive is offline only with proof —
+// fenced or confirmed down in its last known incarnation, or left cleanly
+// with nothing still active — and lost otherwise.
+func NodeState(name string, alive bool, rec model.NodeRecord, records []model.ResourceRecord) string {
+	if alive {
+		if rec.BootID != 0 && rec.Probed == rec.BootID && !rec.Left {
+			return model.NodeOnline
+		}
+		return model.NodePending
+	}
+	if rec.Down != nil && rec.Down.BootID == rec.BootID {
+		return model.NodeOffline
+	}
+	if rec.Left && !hasActive(name, records) {
+		return model.NodeOffline
+	}
+	return model.NodeLost
+}
+
+func hasActive(node string, records []model.ResourceRecord) bool {
+	for _, r := range records {
+		if r.Node == node && r.State != model.StateStopped {
+			return true
+		}
+	}
+	return false
+}
+
+// Snapshot builds the scheduler's input from a View. alive says which
+// nodes this DC currently sees as members (itself included).
+func (v View) Snapshot(alive func(string) bool, now time.Time) *model.Snapshot {
+	s := &model.Snapshot{Config: v.Config, Now: now}
+	for _, m := range v.Members {
+		s.Nodes = append(s.Nodes, model.NodeStatus{
+			Name:    m.Name,
+			State:   NodeState(m.Name, alive(m.Name), v.NodeRecords[m.Name], v.Records),
+			Witness: m.Role == store.RoleWitness,
+		})
+	}
+	s.Resources = v.Records
+	answered := map[string]bool{}
+	for _, r := range v.Results {
+		answered[r.Node+"/"+r.ID] = true
+	}
+	for _, t := range v.Tasks {
+		if !answered[t.Node+"/"+t.ID] {
+			s.Pending = append(s.Pending, model.Pending{Resource: t.Resource, Node: t.Node, Action: t.Action})
+		}
+	}
+	return s
+}
+
+// InstanceConfig returns the configuration an instance runs with: a plain
+// resource is itself; a clone instance "X:n" runs X's resource (X being the
+// clone, the cloned resource, or a member of a cloned group).
+func InstanceConfig(c *model.Config, inst string) (model.Resource, error) {
+	if r, ok := c.Resource(inst); ok {
+		return r, nil
+	}
+	base, n, ok := strings.Cut(inst, ":")
+	if ok {
+		if _, err := strconv.Atoi(n); err == nil {
+			if r, ok := c.Resource(base); ok {
+				return r, nil
+			}
+			for _, cl := range c.Clones {
+				if cl.ID == base {
+					if r, ok := c.Resource(cl.Of); ok {
+						return r, nil
+					}
+				}
+			}
+		}
+	}
+	return model.Resource{}, fmt.Errorf("controller: no resource configuration for instance %q", inst)
+}
