@@ -21,7 +21,10 @@ import (
 
 	"go.etcd.io/raft/v3/raftpb"
 
+	"github.com/vigil-ha/vigil/internal/agents"
 	"github.com/vigil-ha/vigil/internal/config"
+	"github.com/vigil-ha/vigil/internal/controller"
+	"github.com/vigil-ha/vigil/internal/executor"
 	"github.com/vigil-ha/vigil/internal/membership"
 	"github.com/vigil-ha/vigil/internal/peer"
 	"github.com/vigil-ha/vigil/internal/pki"
@@ -48,10 +51,18 @@ const campaignStagger = 150 * time.Millisecond
 
 // Agent is one running node.
 type Agent struct {
-	cfg   *config.File
-	log   *slog.Logger
-	key   []byte
-	start time.Time
+	cfg    *config.File
+	log    *slog.Logger
+	key    []byte
+	start  time.Time
+	bootID uint64
+
+	// agents runs resource agents; exec runs this node's tasks and
+	// monitors; ctrl acts as DC when this node is one. Witnesses have
+	// neither executor nor controller: they run nothing.
+	agents *agents.Registry
+	exec   *executor.Executor
+	ctrl   *controller.Controller
 
 	node      *store.Node
 	disk      store.Disk
@@ -84,7 +95,10 @@ func Run(ctx context.Context, f *config.File, log *slog.Logger) error {
 
 func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err error) {
 	self := f.Self()
-	a = &Agent{cfg: f, log: log.With("node", self.Name), start: time.Now(), qopts: quorumOptions(f)}
+	// Boot IDs must grow across restarts; wall-clock nanoseconds do
+	// unless the clock steps back across a restart, which membership logs
+	// and counts.
+	a = &Agent{cfg: f, log: log.With("node", self.Name), start: time.Now(), qopts: quorumOptions(f), bootID: uint64(time.Now().UnixNano())}
 	defer func() {
 		if err != nil {
 			a.close()
@@ -160,10 +174,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 			Interval:    tm.Heartbeat.D(),
 			NodeTimeout: tm.NodeTimeout.D(),
 		},
-		// Boot IDs must grow across restarts; wall-clock nanoseconds do
-		// unless the clock steps back across a restart, which membership
-		// logs and counts.
-		BootID:    uint64(time.Now().UnixNano()),
+		BootID:    a.bootID,
 		ClusterID: clusterID(f.Name, a.key),
 		Key:       pki.HeartbeatKey(a.key),
 		Listen:    self.Links,
@@ -174,6 +185,15 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	}
 	if err := a.mship.Start(ctx); err != nil {
 		return nil, fmt.Errorf("start heartbeats: %w", err)
+	}
+
+	if err := os.MkdirAll(f.RunPath(), 0o700); err != nil {
+		return nil, fmt.Errorf("create run folder: %w", err)
+	}
+	a.agents = agents.NewRegistry(agents.Options{StateDir: f.RunPath(), Logger: a.log})
+	if !self.IsWitness() {
+		a.exec = executor.New(executor.Config{Node: self.Name, BootID: a.bootID, Store: a.node, Agents: a.agents, Log: a.log})
+		a.ctrl = controller.New(controller.Config{Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log})
 	}
 
 	mux := http.NewServeMux()
@@ -223,13 +243,25 @@ func (a *Agent) run(ctx context.Context) error {
 	defer a.close()
 	changes, unsubscribe := a.mship.Subscribe()
 	defer unsubscribe()
-	go a.relayTransportReports(ctx)
+	// The executor and the controller outlive ctx: on a clean stop the
+	// node first leaves (its resources are stopped through the DC, which
+	// may be this node), then they stop.
+	workCtx, stopWork := context.WithCancel(context.Background())
+	var work sync.WaitGroup
+	defer func() { stopWork(); work.Wait() }()
+	go a.relayTransportReports(workCtx)
+	if a.exec != nil {
+		work.Add(2)
+		go func() { defer work.Done(); _ = a.exec.Run(workCtx) }()
+		go func() { defer work.Done(); _ = a.ctrl.Run(workCtx) }()
+	}
 	tick := time.NewTicker(loopEvery)
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			a.log.Info("agent stopping")
+			a.leave(workCtx, changes)
 			return nil
 		case <-a.node.Done():
 			return fmt.Errorf("store stopped: %w", a.node.Err())
@@ -242,10 +274,63 @@ func (a *Agent) run(ctx context.Context) error {
 			if ch.Kind == membership.ChangeNode && ch.To == membership.StatusLost {
 				a.onNodeLost(ctx, ch.Node)
 			}
+			if a.ctrl != nil && ch.Kind == membership.ChangeNode {
+				a.ctrl.Kick()
+			}
 		case <-tick.C:
 		}
 		a.refresh(ctx)
 	}
+}
+
+// leaveTimeout bounds a clean stop: the time the DC has to stop this
+// node's resources before the agent exits anyway (they are then unknown to
+// the others until the node is fenced or confirmed down).
+const leaveTimeout = 60 * time.Second
+
+// leave stops this node's resources through the DC before the agent exits,
+// so the others may start them at once without fencing. Membership, quorum
+// and the controller keep running meanwhile.
+func (a *Agent) leave(ctx context.Context, changes <-chan membership.Change) {
+	if a.exec == nil {
+		return
+	}
+	lctx, cancel := context.WithTimeout(ctx, leaveTimeout)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- a.exec.Leave(lctx) }()
+	tick := time.NewTicker(loopEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				a.log.Warn("left without stopping every resource", "err", err)
+			} else {
+				a.log.Info("left the cluster cleanly: every resource here is stopped")
+			}
+			return
+		case ch, ok := <-changes:
+			if ok && a.ctrl != nil && ch.Kind == membership.ChangeNode {
+				a.ctrl.Kick()
+			}
+		case <-tick.C:
+			a.refresh(lctx)
+		}
+	}
+}
+
+// alive reports whether a node is a member in this node's view (itself
+// included): the liveness the DC uses for node states.
+func (a *Agent) alive(name string) bool {
+	if name == a.cfg.Node {
+		return true
+	}
+	if a.mship == nil {
+		return false
+	}
+	ns, ok := a.mship.Node(name)
+	return ok && ns.Status.IsMember()
 }
 
 // relayTransportReports hands the transport's delivery failures to raft:
