@@ -55,6 +55,13 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newStatusCmd(g),
 		newClusterCmd(g),
 		newPropertyCmd(g),
+		newResourceCmd(g),
+		newConstraintCmd(g),
+		newNodeCmd(g),
+		newConfigCmd(g),
+		newSimulateCmd(g),
+		newExplainCmd(g),
+		newFenceCmd(g),
 		newVersionCmd(g),
 		newDemoCmd(g),
 	)

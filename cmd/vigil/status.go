@@ -18,7 +18,7 @@ func newStatusCmd(g *globals) *cobra.Command {
 	var every time.Duration
 	cmd := &cobra.Command{
 		Use:   "status",
-		Short: "Show nodes, links, quorum, the DC and the configuration epoch",
+		Short: "Show nodes, links, quorum, the DC, the configuration epoch and every resource",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
@@ -100,7 +100,90 @@ func writeStatus(w io.Writer, st api.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, n.State, n.Role, n.Raft, strings.Join(links, "  "))
 	}
 	tw.Flush()
+	writeResourceStatus(w, st)
 	for _, wn := range st.Warnings {
 		fmt.Fprintln(w, "WARNING:", wn)
 	}
+}
+
+// writeResourceStatus renders the resource part of a Status, crm_mon style:
+// each instance with its state and node, then failures with fail counts,
+// blocked instances with reasons, and tasks in flight.
+func writeResourceStatus(w io.Writer, st api.Status) {
+	fmt.Fprintln(w)
+	if st.ResourceError != "" {
+		fmt.Fprintln(w, "Resources: unavailable:", st.ResourceError)
+		return
+	}
+	if len(st.Resources) == 0 {
+		fmt.Fprintln(w, "Resources: none configured")
+	} else {
+		fmt.Fprintln(w, "Resources:")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, r := range st.Resources {
+			agent := r.Agent
+			switch {
+			case r.Group != "" && r.Clone != "":
+				agent += ", group " + r.Group + ", clone " + r.Clone
+			case r.Group != "":
+				agent += ", group " + r.Group
+			case r.Clone != "":
+				agent += ", clone " + r.Clone
+			}
+			if agent != "" {
+				agent = "(" + agent + ")"
+			}
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", r.Instance, agent, stateText(r))
+		}
+		tw.Flush()
+	}
+	if len(st.Failures) > 0 {
+		fmt.Fprintln(w, "\nFailures:")
+		for _, f := range st.Failures {
+			line := fmt.Sprintf("  %s on %s: %s, fail count %d", f.Instance, f.Node, f.State, f.FailCount)
+			if f.LastOp != "" {
+				line += fmt.Sprintf(" (last %s rc=%d", f.LastOp, f.LastRC)
+				if !f.LastFailure.IsZero() {
+					line += " at " + f.LastFailure.Local().Format(time.DateTime)
+				}
+				line += ")"
+			}
+			if out := strings.TrimSpace(f.Output); out != "" {
+				if i := strings.LastIndexByte(out, '\n'); i >= 0 {
+					out = out[i+1:]
+				}
+				line += ": " + out
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+	if len(st.Blocked) > 0 {
+		fmt.Fprintln(w, "\nBlocked:")
+		for _, b := range st.Blocked {
+			fmt.Fprintf(w, "  %s: %s\n", b.Instance, b.Reason)
+		}
+	}
+	if len(st.Pending) > 0 {
+		fmt.Fprintln(w, "\nPending tasks:")
+		for _, p := range st.Pending {
+			line := fmt.Sprintf("  %s %s on %s (%s)", p.Action, p.Instance, p.Node, p.ID)
+			if p.Reason != "" {
+				line += ": " + p.Reason
+			}
+			fmt.Fprintln(w, line)
+		}
+	}
+}
+
+// stateText says "started on n2", "unknown on n3 (waiting for fencing)",
+// "stopped (disabled)".
+func stateText(r api.ResourceStatus) string {
+	s := r.State
+	if r.Node != "" {
+		s += " on " + r.Node
+	}
+	if r.Note != "" {
+		s += " (" + r.Note + ")"
+	}
+	return s
 }

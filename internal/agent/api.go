@@ -89,6 +89,7 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		}
 		out.Nodes = append(out.Nodes, ns)
 	}
+	b.addResourceStatus(&out)
 	return out, nil
 }
 
@@ -139,6 +140,9 @@ func (b backend) Properties(ctx context.Context) ([]api.Property, error) {
 func (b backend) SetProperty(ctx context.Context, name, value string) (api.WriteResult, error) {
 	if !propertyRE.MatchString(name) {
 		return api.WriteResult{}, api.Errorf(api.CodeBadRequest, "property name %q: use letters, digits, '.', '_' and '-', at most 128 characters", name)
+	}
+	if err := model.ValidateProperty(name, value); err != nil {
+		return api.WriteResult{}, api.Errorf(api.CodeBadRequest, "%v", err)
 	}
 	return b.a.write(ctx, store.Put{Key: propertyPrefix + name, Value: []byte(value)})
 }

@@ -20,6 +20,7 @@ type Backend interface {
 	DeleteProperty(ctx context.Context, name string) (WriteResult, error)
 	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
 	RemoveNode(ctx context.Context, name string) (WriteResult, error)
+	ResourceBackend
 }
 
 // maxBody caps request bodies: the API takes small JSON documents only.
@@ -37,6 +38,7 @@ func NewHandler(b Backend, checkToken func(string) bool, log *slog.Logger) http.
 	mux.HandleFunc("DELETE /v1/properties/{name}", s.deleteProperty)
 	mux.HandleFunc("POST /v1/nodes", s.join)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
+	s.routeResources(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !checkToken(tok) {

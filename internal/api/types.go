@@ -31,6 +31,18 @@ type Status struct {
 	// Counters are the answering node's event counts, such as heartbeats
 	// dropped for failing authentication.
 	Counters map[string]uint64 `json:"counters,omitempty"`
+
+	// Resources is every resource instance with its state and node, as
+	// the DC would see it from this node's copy of the store.
+	Resources []ResourceStatus `json:"resources,omitempty"`
+	// Failures are the records with a failure or a fail count.
+	Failures []Record `json:"failures,omitempty"`
+	// Blocked are the instances the scheduler cannot place or recover.
+	Blocked []Blocked `json:"blocked,omitempty"`
+	// Pending are the tasks issued and not yet answered.
+	Pending []PendingTask `json:"pending,omitempty"`
+	// ResourceError is set when the resource part could not be built.
+	ResourceError string `json:"resource_error,omitempty"`
 }
 
 // QuorumStatus is the answering node's quorum view.
@@ -93,6 +105,14 @@ type Property struct {
 type WriteResult struct {
 	// Epoch is the configuration epoch after the change.
 	Epoch uint64 `json:"epoch"`
+	// Unchanged is set when the request asked for what was already so:
+	// nothing was written and the epoch is the current one.
+	Unchanged bool `json:"unchanged,omitempty"`
+	// Changes lists the configuration keys written, for the resource
+	// manager's changes: "+ key" added, "- key" removed, "~ key" changed.
+	// A change can remove more than it names (deleting a resource removes
+	// the constraints that name it).
+	Changes []string `json:"changes,omitempty"`
 }
 
 // JoinRequest asks the cluster to admit a new node.
