@@ -34,24 +34,8 @@ import (
 	"github.com/vigil-ha/vigil/internal/store"
 )
 
-// Operator requests to one node's executor. Both are status keys (they do
-// not move the epoch); the value is a requestRecord. The executor of <node>
-// acts on each and deletes the key in the same transaction as the record it
-// writes.
-//
-//	status/restart/<node>/<inst>  stop, then start the instance on that node
-//	                              (where it runs); the fail count is kept
-//	status/cleanup/<node>/<inst>  probe the instance again and reset its fail
-//	                              count (executor.PrefixCleanup)
-//
-// TODO(lead): move these beside the other keys in clusterstate.
-const (
-	prefixRestart = "status/restart/"
-	prefixCleanup = "status/cleanup/"
-)
-
-func restartKey(node, inst string) string { return prefixRestart + node + "/" + inst }
-func cleanupKey(node, inst string) string { return prefixCleanup + node + "/" + inst }
+// Operator requests to one node's executor live in clusterstate
+// (PrefixRestart, PrefixCleanup); their value is a requestRecord.
 
 // requestRecord is the value of a restart or cleanup request.
 type requestRecord struct {
@@ -1246,13 +1230,13 @@ func (a *Agent) requests(ctx context.Context, id, verb string, key func(node, in
 // node: a lost node's executor could only act on it when it comes back,
 // long after the operator asked.
 func (b backend) RestartResource(ctx context.Context, id string) (api.RequestResult, error) {
-	return b.a.requests(ctx, id, "restart", restartKey, func(r model.ResourceRecord) bool {
+	return b.a.requests(ctx, id, "restart", clusterstate.RestartKey, func(r model.ResourceRecord) bool {
 		return r.State == model.StateStarted && b.a.alive(r.Node)
 	})
 }
 
 func (b backend) CleanupResource(ctx context.Context, id string) (api.RequestResult, error) {
-	return b.a.requests(ctx, id, "clean up", cleanupKey, func(model.ResourceRecord) bool { return true })
+	return b.a.requests(ctx, id, "clean up", clusterstate.CleanupKey, func(model.ResourceRecord) bool { return true })
 }
 
 func (b backend) Explain(ctx context.Context, id string) (api.Explanation, error) {
@@ -1504,7 +1488,7 @@ func (b backend) FenceConfirm(ctx context.Context, node string, req api.FenceCon
 			return
 		}
 		tasks, err = clusterstate.Tasks(s, node)
-		s.Range(prefixRestart+node+"/", func(k string, _ store.Item) bool {
+		s.Range(clusterstate.PrefixRestart+node+"/", func(k string, _ store.Item) bool {
 			restarts = append(restarts, k)
 			return true
 		})

@@ -33,6 +33,11 @@ const (
 	PrefixResults    = "status/results/"
 	PrefixRecords    = "status/resources/"
 	PrefixNodeRecord = "status/nodes/"
+	// Operator requests to one node's executor (status keys: they do not
+	// move the epoch). The executor acts on each and deletes the key in the
+	// same transaction as the record it writes.
+	PrefixCleanup = "status/cleanup/" // probe again and reset the fail count
+	PrefixRestart = "status/restart/" // stop, then start, where it runs
 )
 
 // FormatVersion is written into every status record ("v"): a reader that
@@ -44,6 +49,8 @@ func TaskKey(node, id string) string      { return PrefixTasks + node + "/" + id
 func ResultKey(node, id string) string    { return PrefixResults + node + "/" + id }
 func RecordKey(node, inst string) string  { return PrefixRecords + node + "/" + inst }
 func NodeKey(node string) string          { return PrefixNodeRecord + node }
+func CleanupKey(node, inst string) string { return PrefixCleanup + node + "/" + inst }
+func RestartKey(node, inst string) string { return PrefixRestart + node + "/" + inst }
 func ResourceKey(id string) string        { return PrefixResources + id }
 func NodeConfigKey(name string) string    { return PrefixNodeConfig + name }
 func PropertyKey(name string) string      { return PrefixProperties + name }

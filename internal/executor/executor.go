@@ -132,15 +132,16 @@ type Executor struct {
 
 	nodeMu sync.Mutex // serializes read-modify-writes of status/nodes/<self>
 
-	mu       sync.Mutex
-	started  bool
-	closed   bool            // Run is returning: start no goroutine
-	runCtx   context.Context // Run's context, for workers and monitors
-	leaving  bool
-	active   map[string]bool // task IDs being refused, queued or running
-	cleaning map[string]bool // instances with a cleanup queued or running
-	insts    map[string]*instance
-	wg       sync.WaitGroup
+	mu         sync.Mutex
+	started    bool
+	closed     bool            // Run is returning: start no goroutine
+	runCtx     context.Context // Run's context, for workers and monitors
+	leaving    bool
+	active     map[string]bool // task IDs being refused, queued or running
+	cleaning   map[string]bool // instances with a cleanup queued or running
+	restarting map[string]bool // instances with a restart queued or running
+	insts      map[string]*instance
+	wg         sync.WaitGroup
 
 	// Configuration cache, refreshed when the epoch moves.
 	cfgEpoch uint64
@@ -162,6 +163,7 @@ type instance struct {
 type job struct {
 	task    *model.Task
 	cleanup bool
+	restart bool
 	mon     *monitor
 	done    chan bool // monitor runs: receives whether it failed
 }
@@ -192,12 +194,13 @@ func New(cfg Config) *Executor {
 		cfg.ProbeParallelism = DefaultProbeParallelism
 	}
 	return &Executor{
-		cfg:      cfg,
-		log:      cfg.Log.With("component", "executor"),
-		kick:     make(chan struct{}, 1),
-		active:   map[string]bool{},
-		cleaning: map[string]bool{},
-		insts:    map[string]*instance{},
+		cfg:        cfg,
+		log:        cfg.Log.With("component", "executor"),
+		kick:       make(chan struct{}, 1),
+		active:     map[string]bool{},
+		cleaning:   map[string]bool{},
+		restarting: map[string]bool{},
+		insts:      map[string]*instance{},
 	}
 }
 

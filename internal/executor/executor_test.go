@@ -335,14 +335,66 @@ func TestCleanupResetsFailCount(t *testing.T) {
 	if err := os.WriteFile(h.stateFile("r1"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	h.put(CleanupKey(self, "r1"), time.Now().UTC().Format(time.RFC3339))
+	h.put(clusterstate.CleanupKey(self, "r1"), time.Now().UTC().Format(time.RFC3339))
 	h.waitFor("the cleanup request to go", func(s *store.State) bool {
-		_, ok := s.Get(CleanupKey(self, "r1"))
+		_, ok := s.Get(clusterstate.CleanupKey(self, "r1"))
 		return !ok
 	})
 	rec := h.mustRecord("r1")
 	if rec.State != model.StateStarted || rec.FailCount != 0 || !rec.LastFailure.IsZero() {
 		t.Fatalf("after cleanup: %+v", rec)
+	}
+}
+
+// A restart request stops and starts the instance in place, keeps it on
+// this node, and is deleted with the record it produces.
+func TestRestartInPlace(t *testing.T) {
+	h := newHarness(t)
+	r1 := dummy("r1")
+	h.resource(r1)
+	ex := h.start(nil)
+	h.waitProbed(ex)
+	h.task("t0001", model.ActStart, r1, 1)
+	if res := h.waitResult("t0001"); !res.OK {
+		t.Fatalf("start: %+v", res)
+	}
+	before, err := os.Stat(h.stateFile("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(20 * time.Millisecond) // a new state file gets a later mtime
+	h.put(clusterstate.RestartKey(self, "r1"), time.Now().UTC().Format(time.RFC3339))
+	h.waitFor("the restart request to go", func(s *store.State) bool {
+		_, ok := s.Get(clusterstate.RestartKey(self, "r1"))
+		return !ok
+	})
+	rec := h.mustRecord("r1")
+	if rec.State != model.StateStarted || !strings.HasPrefix(rec.LastOp, "restart") {
+		t.Fatalf("after restart: %+v", rec)
+	}
+	after, err := os.Stat(h.stateFile("r1"))
+	if err != nil {
+		t.Fatalf("not running after the restart: %v", err)
+	}
+	if !after.ModTime().After(before.ModTime()) {
+		t.Fatalf("the state file was not recreated: the resource was not stopped and started")
+	}
+}
+
+// A restart request for an instance that does not run here is dropped and
+// starts nothing.
+func TestRestartOfStoppedIsDropped(t *testing.T) {
+	h := newHarness(t)
+	h.resource(dummy("r1"))
+	ex := h.start(nil)
+	h.waitProbed(ex)
+	h.put(clusterstate.RestartKey(self, "r1"), time.Now().UTC().Format(time.RFC3339))
+	h.waitFor("the restart request to go", func(s *store.State) bool {
+		_, ok := s.Get(clusterstate.RestartKey(self, "r1"))
+		return !ok
+	})
+	if _, err := os.Stat(h.stateFile("r1")); err == nil {
+		t.Fatal("a restart request started a stopped resource")
 	}
 }
 

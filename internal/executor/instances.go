@@ -9,18 +9,6 @@ import (
 	"github.com/vigil-ha/vigil/internal/store"
 )
 
-// PrefixCleanup holds cleanup requests: the API writes
-// status/cleanup/<node>/<inst> (any value, e.g. the request time) and that
-// node's executor re-probes the instance, writes its record with the fail
-// count reset, and deletes the request in the same transaction.
-//
-// TODO(lead): move PrefixCleanup and CleanupKey into clusterstate beside
-// the other status keys, and list the key in docs/architecture.md.
-const PrefixCleanup = "status/cleanup/"
-
-// CleanupKey is the key of a cleanup request for one instance on one node.
-func CleanupKey(node, inst string) string { return PrefixCleanup + node + "/" + inst }
-
 // Instance is one runnable copy of a configured resource: what a node
 // probes, monitors and records under status/resources/<node>/<ID>.
 //

@@ -18,6 +18,7 @@ type view struct {
 	maint    bool
 	tasks    []taskEntry // without a result, in ID order
 	cleanups []string    // instances with a cleanup request
+	restarts []string    // instances with a restart request
 	records  map[string]model.ResourceRecord
 }
 
@@ -45,9 +46,14 @@ func (e *Executor) readViewLocked(s *store.State) view {
 		v.tasks = append(v.tasks, te)
 		return true
 	})
-	cprefix := PrefixCleanup + e.cfg.Node + "/"
+	cprefix := clusterstate.PrefixCleanup + e.cfg.Node + "/"
 	s.Range(cprefix, func(k string, _ store.Item) bool {
 		v.cleanups = append(v.cleanups, strings.TrimPrefix(k, cprefix))
+		return true
+	})
+	rprefix := clusterstate.PrefixRestart + e.cfg.Node + "/"
+	s.Range(rprefix, func(k string, _ store.Item) bool {
+		v.restarts = append(v.restarts, strings.TrimPrefix(k, rprefix))
 		return true
 	})
 	return v
@@ -132,6 +138,15 @@ func (e *Executor) reconcile(ctx context.Context) {
 		e.cleaning[inst] = true
 		e.enqueueLocked(e.instanceLocked(inst), job{cleanup: true})
 	}
+	for _, inst := range v.restarts {
+		if e.restarting[inst] {
+			continue
+		}
+		e.restarting[inst] = true
+		in := e.instanceLocked(inst)
+		stopMonitor(in)
+		e.enqueueLocked(in, job{restart: true})
+	}
 	e.adjustMonitorsLocked(v)
 	e.mu.Unlock()
 
@@ -188,6 +203,8 @@ func (e *Executor) work(ctx context.Context, in *instance) {
 				answered = e.runTask(ctx, *j.task)
 			case j.cleanup:
 				e.runCleanup(ctx, in.id)
+			case j.restart:
+				e.runRestart(ctx, in.id)
 			case j.mon != nil:
 				failed = e.runMonitor(ctx, j.mon)
 			}
@@ -204,6 +221,9 @@ func (e *Executor) work(ctx context.Context, in *instance) {
 			stopMonitor(in) // the record changed: the next round starts a fresh one
 		case j.cleanup:
 			delete(e.cleaning, in.id)
+			stopMonitor(in)
+		case j.restart:
+			delete(e.restarting, in.id)
 			stopMonitor(in)
 		case j.mon != nil:
 			if failed && in.mon == j.mon {
@@ -267,14 +287,14 @@ func (e *Executor) runCleanup(ctx context.Context, inst string) {
 	e.cfg.Store.Read(func(s *store.State) {
 		_ = e.refreshConfigLocked(s) // logged; the cache stays
 		in, known = e.instByID[inst]
-		_, present = s.Get(CleanupKey(e.cfg.Node, inst))
+		_, present = s.Get(clusterstate.CleanupKey(e.cfg.Node, inst))
 		old, found = e.record(s, inst)
 	})
 	e.mu.Unlock()
 	if !present {
 		return
 	}
-	ops := []store.Op{{Key: CleanupKey(e.cfg.Node, inst), Delete: true}}
+	ops := []store.Op{{Key: clusterstate.CleanupKey(e.cfg.Node, inst), Delete: true}}
 	rec := e.baseRecord(old, found, inst)
 	if known {
 		res := e.exec(ctx, in.Resource, inst, agents.ActionMonitor, 0, probeTimeout(in.Resource).D(), nil)
@@ -290,5 +310,54 @@ func (e *Executor) runCleanup(ctx context.Context, inst string) {
 	}
 	if err := e.commit(ctx, "cleanup of "+inst, ops); err == nil {
 		e.log.Info("executor: cleaned up", "resource", inst, "state", rec.State)
+	}
+}
+
+// runRestart stops and starts an instance where it runs, under its lock, and
+// writes the outcome with the request's deletion in one transaction. The
+// instance stays on this node (no DC round in between); what runs after it
+// in order constraints is not restarted.
+func (e *Executor) runRestart(ctx context.Context, inst string) {
+	var in Instance
+	var known, present, found bool
+	var old model.ResourceRecord
+	e.mu.Lock()
+	e.cfg.Store.Read(func(s *store.State) {
+		_ = e.refreshConfigLocked(s) // logged; the cache stays
+		in, known = e.instByID[inst]
+		_, present = s.Get(clusterstate.RestartKey(e.cfg.Node, inst))
+		old, found = e.record(s, inst)
+	})
+	e.mu.Unlock()
+	if !present {
+		return
+	}
+	ops := []store.Op{{Key: clusterstate.RestartKey(e.cfg.Node, inst), Delete: true}}
+	if !known || !found || old.State != model.StateStarted {
+		// Nothing runs here to restart: drop the request.
+		_ = e.commit(ctx, "restart request of "+inst, ops)
+		return
+	}
+	task := model.Task{Resource: inst, Config: in.Resource}
+	stop, _ := in.Resource.Op(model.OpStop)
+	res := e.exec(ctx, in.Resource, inst, agents.ActionStop, 0, stop.Timeout.D(), nil)
+	if res.Code == agents.CodeCanceled && ctx.Err() != nil {
+		return
+	}
+	task.Action = model.ActStop
+	rec, ok := afterTask(e.baseRecord(old, found, inst), task, res, e.cfg.Now())
+	if ok {
+		start, _ := in.Resource.Op(model.OpStart)
+		res = e.exec(ctx, in.Resource, inst, agents.ActionStart, 0, start.Timeout.D(), nil)
+		if res.Code == agents.CodeCanceled && ctx.Err() != nil {
+			return
+		}
+		task.Action = model.ActStart
+		rec, _ = afterTask(rec, task, res, e.cfg.Now())
+	}
+	rec.LastOp = "restart (" + rec.LastOp + ")"
+	ops = append(ops, e.recordOp(rec))
+	if err := e.commit(ctx, "restart of "+inst, ops); err == nil {
+		e.log.Info("executor: restarted", "resource", inst, "state", rec.State)
 	}
 }
