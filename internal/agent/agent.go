@@ -295,6 +295,13 @@ func (a *Agent) leave(ctx context.Context, changes <-chan membership.Change) {
 	if a.exec == nil {
 		return
 	}
+	if !a.quorate() {
+		// Nothing can be recorded without quorum: the others will treat
+		// this node as lost (its resources unknown) until it is fenced or
+		// confirmed down.
+		a.log.Warn("stopping without quorum: cannot leave cleanly; resources here are left as they are")
+		return
+	}
 	lctx, cancel := context.WithTimeout(ctx, leaveTimeout)
 	defer cancel()
 	done := make(chan error, 1)
