@@ -318,9 +318,11 @@ func TestWatchFiresOnApply(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	for n.Status().Lead != 1 {
+		w := n.Watch() // before Campaign, so its change cannot be missed
 		n.Campaign(ctx)
 		select {
-		case <-n.Watch():
+		case <-w:
+		case <-time.After(100 * time.Millisecond):
 		case <-ctx.Done():
 			t.Fatal("no leader")
 		}

@@ -191,6 +191,11 @@ type State struct {
 	retired map[uint64]bool
 	kv      map[string]Item
 
+	// keys is kv's keys in order, rebuilt lazily after the key set changes
+	// (keysOK false), so Range costs a binary search, not a sort.
+	keys   []string
+	keysOK bool
+
 	// Journal of what changed since the last takeChanges, for Disk.
 	dirty    map[string]bool
 	reset    bool
@@ -223,8 +228,23 @@ func (s *State) Get(key string) (Item, bool) {
 // Range calls fn for each key with the prefix, in key order, until fn
 // returns false.
 func (s *State) Range(prefix string, fn func(key string, it Item) bool) {
-	for _, k := range slices.Sorted(maps.Keys(s.kv)) {
-		if strings.HasPrefix(k, prefix) && !fn(k, s.kv[k]) {
+	if !s.keysOK || len(s.keys) != len(s.kv) {
+		s.keys = slices.Sorted(maps.Keys(s.kv))
+		s.keysOK = true
+	}
+	i, _ := slices.BinarySearch(s.keys, prefix)
+	for _, k := range s.keys[i:] {
+		if !strings.HasPrefix(k, prefix) {
+			return
+		}
+		it, ok := s.kv[k]
+		if !ok {
+			// The key set changed without a rebuild: start over, once.
+			s.keysOK = false
+			s.Range(prefix, fn)
+			return
+		}
+		if !fn(k, it) {
 			return
 		}
 	}
@@ -411,7 +431,10 @@ func (s *State) mutate(index uint64, cmd Command) bool {
 }
 
 func (s *State) put(index uint64, k string, v []byte) bool {
-	it := s.kv[k]
+	it, existed := s.kv[k]
+	if !existed {
+		s.keysOK = false
+	}
 	s.kv[k] = Item{Value: bytes.Clone(v), Version: it.Version + 1, Index: index}
 	s.dirty[k] = true
 	return !IsStatusKey(k)
@@ -422,6 +445,7 @@ func (s *State) del(k string) bool {
 		return false
 	}
 	delete(s.kv, k)
+	s.keysOK = false
 	s.dirty[k] = true
 	return !IsStatusKey(k)
 }
@@ -565,6 +589,7 @@ func (s *State) takeChanges() *Changes {
 
 // applyChanges replays Changes onto s (how MemDisk keeps its copy).
 func (s *State) applyChanges(ch *Changes) error {
+	s.keysOK = false
 	if ch.Reset {
 		clear(s.kv)
 	}
