@@ -79,7 +79,7 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	}()
 
 	fmt.Fprintf(g.stdout, "Vigil demo: three nodes on loopback, data in %s\n\n", dir)
-	setup := []string{"cluster", "setup", "demo", "--dir", dir}
+	setup := []string{"cluster", "setup", "demo", "--dir", dir, "--run-dir", "run/{node}"}
 	for i := 1; i <= 3; i++ {
 		port, err := freePort()
 		if err != nil {
@@ -111,13 +111,29 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	}
 	d.say("cluster formed: DC %s, %s", st.DC, st.Quorum.Reason)
 
-	res, err := c.SetProperty(ctx, "demo.greeting", "hello from the demo")
-	if err != nil {
-		return fmt.Errorf("demo: write: %w", err)
+	// A service group: a state resource and a supervised process, kept
+	// together and started in order.
+	for _, r := range []api.CreateResourceRequest{
+		{Group: "app", Resource: api.Resource{ID: "app-state", Agent: "vigil:dummy"}},
+		{Group: "app", Resource: api.Resource{ID: "app-daemon", Agent: "vigil:process",
+			Params: map[string]string{"command": "while :; do sleep 1; done"},
+			Ops:    []api.Op{{Name: "monitor", Interval: "2s"}}}},
+	} {
+		res, err := c.CreateResource(ctx, r)
+		if err != nil {
+			return fmt.Errorf("demo: create %s: %w", r.Resource.ID, err)
+		}
+		d.say("created %s (%s) in group app: committed at epoch %d", r.Resource.ID, r.Resource.Agent, res.Epoch)
 	}
-	d.say("wrote demo.greeting (epoch %d): acknowledged only after a quorum committed it", res.Epoch)
+	st, err = d.waitFor(ctx, 30*time.Second, "the group to start", c, func(st api.Status) bool {
+		return resourceNode(st, "app-daemon") != "" && resourceNode(st, "app-state") == resourceNode(st, "app-daemon")
+	})
+	if err != nil {
+		return err
+	}
+	victim := resourceNode(st, "app-daemon")
+	d.say("group app runs on %s", victim)
 
-	victim := st.DC
 	var others []string
 	for _, n := range d.order {
 		if n != victim {
@@ -130,48 +146,61 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	}
 	killed := time.Now()
 	d.kill(victim)
-	d.say("killed %s, the DC, with SIGKILL", victim)
-	if _, err := d.waitFor(ctx, 30*time.Second, victim+" to be lost", oc, func(st api.Status) bool {
-		return nodeState(st, victim) == api.NodeLost
-	}); err != nil {
-		return err
-	}
-	d.say("%s marked lost by the others %.2fs after the kill", victim, time.Since(killed).Seconds())
-	st, err = d.waitFor(ctx, 30*time.Second, "a new DC", oc, func(st api.Status) bool {
-		return st.DC != "" && st.DC != victim && st.Quorum.Quorate
+	d.say("killed %s with SIGKILL (it ran the group%s)", victim, map[bool]string{true: " and was the DC", false: ""}[victim == st.DC])
+	st, err = d.waitFor(ctx, 30*time.Second, victim+" to be lost", oc, func(st api.Status) bool {
+		return nodeState(st, victim) == api.NodeLost && st.DC != "" && st.DC != victim
 	})
 	if err != nil {
 		return err
 	}
-	d.say("new DC %s elected %.2fs after the kill; quorum kept (%s)", st.DC, time.Since(killed).Seconds(), st.Quorum.Reason)
-	res, err = oc.SetProperty(ctx, "demo.after-failover", "written with two of three nodes")
-	if err != nil {
-		return fmt.Errorf("demo: write after failover: %w", err)
+	d.say("%s lost %.2fs after the kill; DC is %s", victim, time.Since(killed).Seconds(), st.DC)
+	if _, err := d.waitFor(ctx, 30*time.Second, "the group to be held", oc, func(st api.Status) bool {
+		return resourceState(st, "app-daemon") == "unknown"
+	}); err != nil {
+		return err
 	}
-	d.say("wrote demo.after-failover (epoch %d) with two of three nodes", res.Epoch)
+	d.say("app is held: unknown on %s (waiting for fencing). Vigil never starts it twice on a guess.", victim)
+	// Fence devices come with the fencing layer; until then the demo does
+	// what an operator does after checking that the node is really off.
+	res, err := oc.FenceConfirm(ctx, victim, api.FenceConfirmRequest{Yes: true})
+	if err != nil {
+		return fmt.Errorf("demo: fence confirm: %w", err)
+	}
+	_ = res
+	d.say("confirmed %s down (as an operator would with 'vigil fence confirm %s')", victim, victim)
+	st, err = d.waitFor(ctx, 30*time.Second, "the group to run elsewhere", oc, func(st api.Status) bool {
+		n := resourceNode(st, "app-daemon")
+		return n != "" && n != victim && resourceNode(st, "app-state") == n && resourceState(st, "app-daemon") == "started"
+	})
+	if err != nil {
+		return err
+	}
+	moved := resourceNode(st, "app-daemon")
+	d.say("group app running again on %s, %.2fs after the kill", moved, time.Since(killed).Seconds())
 
+	// A killed node comes back as from a reboot: its volatile run folder
+	// (a tmpfs under /run on a real host) is empty.
+	if err := os.RemoveAll(filepath.Join(d.dir, "run", victim)); err != nil {
+		return fmt.Errorf("demo: reboot %s: %w", victim, err)
+	}
 	if err := d.start(victim); err != nil {
 		return err
 	}
-	d.say("restarted %s from its data folder", victim)
 	vc, err := d.client(victim)
 	if err != nil {
 		return err
 	}
-	if _, err := d.waitFor(ctx, 30*time.Second, victim+" to rejoin and catch up", vc, func(st api.Status) bool {
-		return countState(st, api.NodeMember) == 3 && st.Epoch >= res.Epoch
-	}); err != nil {
-		return err
-	}
-	p, err := vc.Property(ctx, "demo.after-failover")
-	if err != nil {
-		return fmt.Errorf("demo: read back on %s: %w", victim, err)
-	}
-	d.say("%s rejoined and has every acknowledged write: demo.after-failover = %q", victim, p.Value)
-	st, err = vc.Status(ctx)
+	st, err = d.waitFor(ctx, 30*time.Second, victim+" to rejoin", vc, func(st api.Status) bool {
+		return countState(st, api.NodeMember) == 3
+	})
 	if err != nil {
 		return err
 	}
+	time.Sleep(time.Second) // let the DC see it probed: stickiness keeps app put
+	if st, err = vc.Status(ctx); err != nil {
+		return err
+	}
+	d.say("%s restarted and rejoined; app stays on %s (stickiness)", victim, resourceNode(st, "app-daemon"))
 	fmt.Fprintln(g.stdout)
 	writeStatus(g.stdout, st)
 	return nil
@@ -273,6 +302,25 @@ func (d *demo) waitFor(ctx context.Context, limit time.Duration, what string, c 
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// resourceNode returns where an instance is started ("" if nowhere).
+func resourceNode(st api.Status, id string) string {
+	for _, r := range st.Resources {
+		if r.Instance == id && r.State == "started" {
+			return r.Node
+		}
+	}
+	return ""
+}
+
+func resourceState(st api.Status, id string) string {
+	for _, r := range st.Resources {
+		if r.Instance == id {
+			return r.State
+		}
+	}
+	return ""
 }
 
 func countState(st api.Status, state string) int {
