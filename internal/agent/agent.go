@@ -25,6 +25,7 @@ import (
 	"github.com/vigil-ha/vigil/internal/config"
 	"github.com/vigil-ha/vigil/internal/controller"
 	"github.com/vigil-ha/vigil/internal/executor"
+	"github.com/vigil-ha/vigil/internal/fencing"
 	"github.com/vigil-ha/vigil/internal/membership"
 	"github.com/vigil-ha/vigil/internal/peer"
 	"github.com/vigil-ha/vigil/internal/pki"
@@ -63,6 +64,7 @@ type Agent struct {
 	agents *agents.Registry
 	exec   *executor.Executor
 	ctrl   *controller.Controller
+	fencer *fencing.Runner
 
 	node      *store.Node
 	disk      store.Disk
@@ -193,7 +195,11 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	a.agents = agents.NewRegistry(agents.Options{StateDir: f.RunPath(), Logger: a.log})
 	if !self.IsWitness() {
 		a.exec = executor.New(executor.Config{Node: self.Name, BootID: a.bootID, Store: a.node, Agents: a.agents, Log: a.log})
-		a.ctrl = controller.New(controller.Config{Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log})
+		a.fencer = fencing.NewRunner(fencing.Options{Logger: a.log})
+		a.ctrl = controller.New(controller.Config{
+			Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log,
+			Fencer: a.fencer,
+		})
 	}
 
 	mux := http.NewServeMux()

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/vigil-ha/vigil/internal/fencing"
 	"github.com/vigil-ha/vigil/internal/model"
 	"github.com/vigil-ha/vigil/internal/store"
 )
@@ -27,6 +28,8 @@ const (
 	PrefixOrders      = "config/constraints/order/"
 	PrefixNodeConfig  = "config/nodes/"
 	PrefixProperties  = "config/properties/"
+	PrefixFenceDevice = "config/fencing/devices/"
+	PrefixFenceLevels = "config/fencing/levels/"
 
 	KeyDC            = "status/dc"
 	PrefixTasks      = "status/tasks/"
@@ -38,7 +41,13 @@ const (
 	// same transaction as the record it writes.
 	PrefixCleanup = "status/cleanup/" // probe again and reset the fail count
 	PrefixRestart = "status/restart/" // stop, then start, where it runs
+
+	PrefixFenceHistory  = "status/fencing/history/"
+	PrefixFenceRequests = "status/fencing/requests/"
 )
+
+// FenceHistoryKeep is how many fencing events the history keeps.
+const FenceHistoryKeep = 200
 
 // FormatVersion is written into every status record ("v"): a reader that
 // finds a newer one knows it is older than the writer.
@@ -51,6 +60,12 @@ func RecordKey(node, inst string) string  { return PrefixRecords + node + "/" + 
 func NodeKey(node string) string          { return PrefixNodeRecord + node }
 func CleanupKey(node, inst string) string { return PrefixCleanup + node + "/" + inst }
 func RestartKey(node, inst string) string { return PrefixRestart + node + "/" + inst }
+func FenceDeviceKey(name string) string   { return PrefixFenceDevice + name }
+func FenceLevelsKey(node string) string   { return PrefixFenceLevels + node }
+func FenceRequestKey(node string) string  { return PrefixFenceRequests + node }
+
+// FenceEventKey orders history entries by time.
+func FenceEventKey(id string) string      { return PrefixFenceHistory + id }
 func ResourceKey(id string) string        { return PrefixResources + id }
 func NodeConfigKey(name string) string    { return PrefixNodeConfig + name }
 func PropertyKey(name string) string      { return PrefixProperties + name }
@@ -224,17 +239,20 @@ func Result(s *store.State, node, id string) (model.TaskResult, bool) {
 	return r, true
 }
 
-// NodeRecords returns the node records by name.
+// NodeRecords returns the node records by name, with their store versions.
 func NodeRecords(s *store.State) (map[string]model.NodeRecord, error) {
-	var list []model.NodeRecord
-	if err := rangeDecode(s, PrefixNodeRecord, &list); err != nil {
-		return nil, err
-	}
-	out := make(map[string]model.NodeRecord, len(list))
-	for _, r := range list {
+	out := map[string]model.NodeRecord{}
+	var err error
+	s.Range(PrefixNodeRecord, func(k string, it store.Item) bool {
+		var r model.NodeRecord
+		if err = decode(k, it.Value, &r); err != nil {
+			return false
+		}
+		r.Version = it.Version
 		out[r.Name] = r
-	}
-	return out, nil
+		return true
+	})
+	return out, err
 }
 
 // NodeRecord returns one node's record (zero with the name set if none).
@@ -242,6 +260,57 @@ func NodeRecord(s *store.State, name string) model.NodeRecord {
 	r := model.NodeRecord{V: FormatVersion, Name: name}
 	if it, ok := s.Get(NodeKey(name)); ok {
 		_ = decode(NodeKey(name), it.Value, &r)
+		r.Version = it.Version
 	}
 	return r
+}
+
+// LoadFencing returns the fence devices by name and the topology.
+func LoadFencing(s *store.State) (map[string]fencing.Device, fencing.Topology, error) {
+	var list []fencing.Device
+	if err := rangeDecode(s, PrefixFenceDevice, &list); err != nil {
+		return nil, nil, err
+	}
+	devices := make(map[string]fencing.Device, len(list))
+	for _, d := range list {
+		devices[d.Name] = d
+	}
+	topo := fencing.Topology{}
+	var err error
+	s.Range(PrefixFenceLevels, func(k string, it store.Item) bool {
+		var levels [][]string
+		if err = decode(k, it.Value, &levels); err != nil {
+			return false
+		}
+		topo[strings.TrimPrefix(k, PrefixFenceLevels)] = levels
+		return true
+	})
+	return devices, topo, err
+}
+
+// FenceHistory returns the fencing events, oldest first.
+func FenceHistory(s *store.State) ([]model.FenceEvent, error) {
+	var out []model.FenceEvent
+	err := rangeDecode(s, PrefixFenceHistory, &out)
+	return out, err
+}
+
+// FenceRequests returns the operators' pending fence requests.
+func FenceRequests(s *store.State) ([]model.FenceRequest, error) {
+	var out []model.FenceRequest
+	err := rangeDecode(s, PrefixFenceRequests, &out)
+	return out, err
+}
+
+// PruneFenceHistory returns deletes that keep the newest keep events
+// once one more is added.
+func PruneFenceHistory(s *store.State, keep int) []store.Op {
+	var keys []string
+	s.Range(PrefixFenceHistory, func(k string, _ store.Item) bool { keys = append(keys, k); return true })
+	var ops []store.Op
+	for len(keys) >= keep {
+		ops = append(ops, store.Op{Key: keys[0], Delete: true})
+		keys = keys[1:]
+	}
+	return ops
 }

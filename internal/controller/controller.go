@@ -54,6 +54,12 @@ type Config struct {
 	// Recheck is the longest time between rounds without any change, so
 	// that time-based rules (failure-timeout) are applied; default 1s.
 	Recheck time.Duration
+	// Fencer runs fence devices (nil: no device fencing).
+	Fencer Fencer
+	// SelfFenced reports whether a lost node with a watchdog has been lost,
+	// by a majority's account, long enough for its lease to have ended and
+	// its watchdog to have fired (nil: never).
+	SelfFenced func(node string) bool
 }
 
 // Controller is the DC's loop.
@@ -66,6 +72,9 @@ type Controller struct {
 	term uint64 // the term we act in; 0 while not DC
 	seq  uint64
 	last *scheduler.Plan
+
+	fencing    map[string]*fenceJob // fences in flight, by node
+	fenceAfter map[string]time.Time // no new fence of the node before
 }
 
 // New returns a Controller.
@@ -79,7 +88,10 @@ func New(cfg Config) *Controller {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Controller{cfg: cfg, log: cfg.Log.With("component", "controller"), kick: make(chan struct{}, 1)}
+	return &Controller{
+		cfg: cfg, log: cfg.Log.With("component", "controller"), kick: make(chan struct{}, 1),
+		fencing: map[string]*fenceJob{}, fenceAfter: map[string]time.Time{},
+	}
 }
 
 // Kick asks for a round soon: the agent calls it when membership changes,
@@ -191,6 +203,8 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 	c.mu.Unlock()
 
 	ops := c.collect(v)
+	fenceOps, guards := c.fenceRound(ctx, v, plan, term)
+	ops = append(ops, fenceOps...)
 	tasks := c.dispatch(v, snap, plan, term)
 	for _, t := range tasks {
 		ops = append(ops, store.Op{Key: clusterstate.TaskKey(t.Node, t.ID), Value: clusterstate.Encode(t)})
@@ -205,7 +219,7 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops}); err != nil {
+	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: guards}); err != nil {
 		return fmt.Errorf("commit %d tasks: %w", len(tasks), err)
 	}
 	for _, t := range tasks {

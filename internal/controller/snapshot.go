@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/fencing"
 	"github.com/vigil-ha/vigil/internal/model"
 	"github.com/vigil-ha/vigil/internal/store"
 )
@@ -22,6 +23,12 @@ type View struct {
 	NodeRecords map[string]model.NodeRecord
 	DC          clusterstate.DCRecord
 	Index       uint64
+
+	Devices       map[string]fencing.Device
+	Topology      fencing.Topology
+	FenceRequests []model.FenceRequest
+	// HistoryPrune deletes the oldest fencing events so one more fits.
+	HistoryPrune []store.Op
 }
 
 // ReadView reads a consistent View from the applied state.
@@ -46,6 +53,13 @@ func ReadView(s *store.State) (View, error) {
 	v.Members = s.Members()
 	v.DC = clusterstate.DC(s)
 	v.Index = s.Index()
+	if v.Devices, v.Topology, err = clusterstate.LoadFencing(s); err != nil {
+		return v, err
+	}
+	if v.FenceRequests, err = clusterstate.FenceRequests(s); err != nil {
+		return v, err
+	}
+	v.HistoryPrune = clusterstate.PruneFenceHistory(s, clusterstate.FenceHistoryKeep)
 	return v, nil
 }
 

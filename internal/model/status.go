@@ -97,11 +97,65 @@ type NodeRecord struct {
 	// Down records proof that the node is down (fenced, or confirmed by
 	// an operator); its resources may then be recovered elsewhere.
 	Down *DownProof `json:"down,omitempty"`
+	// Watchdog is set when the node's agent arms a watchdog.
+	Watchdog *WatchdogInfo `json:"watchdog,omitempty"`
+	// Version is the store version of the record as read (not stored):
+	// writers guard on it so they act on what they read.
+	Version uint64 `json:"-"`
+}
+
+// Protection says what guarantees that a lost node is out of action, in
+// `vigil status`: fence devices, a watchdog, or nothing (then its resources
+// wait for `vigil fence confirm`).
+const (
+	ProtectFence    = "fence device"
+	ProtectWatchdog = "watchdog"
+	ProtectNone     = "none"
+)
+
+// WatchdogInfo is what a node's agent reports of its watchdog: the DC may
+// treat the node as self-fenced once it has been lost long enough for this
+// watchdog to have fired.
+type WatchdogInfo struct {
+	Backend string        `json:"backend"` // "device" (/dev/watchdog) or "process"
+	Timeout time.Duration `json:"timeout_ns"`
+	// Lease is the node lease the agent holds while it pets the watchdog.
+	Lease time.Duration `json:"lease_ns"`
+}
+
+// FenceEvent is one entry of the replicated fencing history.
+type FenceEvent struct {
+	V      int    `json:"v"`
+	ID     string `json:"id"`
+	Target string `json:"target"`
+	// By says who asked: "dc n1" or "operator via n2".
+	By     string `json:"by"`
+	Reason string `json:"reason,omitempty"`
+	// How is "device" (fence agents) or "watchdog" (lease + watchdog time).
+	How       string        `json:"how"`
+	OK        bool          `json:"ok"`
+	Level     int           `json:"level,omitempty"`
+	Devices   []string      `json:"devices,omitempty"`
+	Confirmed string        `json:"confirmed,omitempty"`
+	Error     string        `json:"error,omitempty"`
+	Attempts  []string      `json:"attempts,omitempty"`
+	Started   time.Time     `json:"started"`
+	Duration  time.Duration `json:"duration_ns"`
+}
+
+// FenceRequest is an operator's `vigil fence NODE`, carried out by the DC.
+type FenceRequest struct {
+	V      int       `json:"v"`
+	Target string    `json:"target"`
+	By     string    `json:"by"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
 }
 
 // DownProof says how a node was proven down.
 type DownProof struct {
-	// How is "fenced" (with Device) or "confirmed" (by an operator).
+	// How is "fenced" (with Device), "watchdog" (lost for lease +
+	// watchdog time), or "confirmed" (by an operator).
 	How    string    `json:"how"`
 	Device string    `json:"device,omitempty"`
 	By     string    `json:"by,omitempty"`

@@ -26,6 +26,7 @@ type envelope struct {
 	Value   []byte   `json:"value,omitempty"`
 	Ops     []wireOp `json:"ops,omitempty"`
 	IfEpoch uint64   `json:"if_epoch,omitempty"`
+	If      []Cmp    `json:"if,omitempty"`
 	Member  *Member  `json:"member,omitempty"`
 	Name    string   `json:"name,omitempty"`
 }
@@ -53,7 +54,7 @@ func encodeCommand(from, id uint64, cmd Command) ([]byte, error) {
 	case Delete:
 		e.Op, e.Key = opDelete, c.Key
 	case Txn:
-		e.Op, e.IfEpoch = opTxn, c.IfEpoch
+		e.Op, e.IfEpoch, e.If = opTxn, c.IfEpoch, c.If
 		for _, op := range c.Ops {
 			e.Ops = append(e.Ops, wireOp(op))
 		}
@@ -90,7 +91,7 @@ func decodeCommand(b []byte) (from, id uint64, cmd Command, err error) {
 	case opDelete:
 		cmd = Delete{Key: e.Key}
 	case opTxn:
-		t := Txn{IfEpoch: e.IfEpoch}
+		t := Txn{IfEpoch: e.IfEpoch, If: e.If}
 		for _, op := range e.Ops {
 			t.Ops = append(t.Ops, Op(op))
 		}

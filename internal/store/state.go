@@ -32,6 +32,8 @@ func IsStatusKey(key string) bool { return strings.HasPrefix(key, StatusPrefix) 
 // Result.Err; every node rejects the same entries, so rejection is part of
 // the deterministic state machine.
 var (
+	// ErrCompareFailed rejects a Txn whose If guards do not hold.
+	ErrCompareFailed = errors.New("store: txn compare failed")
 	// ErrEpochMismatch rejects a Txn whose IfEpoch differs from the epoch.
 	ErrEpochMismatch = errors.New("store: epoch mismatch")
 	// ErrBadCommand rejects a malformed command.
@@ -132,6 +134,17 @@ type Delete struct{ Key string }
 type Txn struct {
 	Ops     []Op
 	IfEpoch uint64
+	// If lists per-key guards: the Txn is rejected with ErrCompareFailed
+	// unless every key is at the given version (0: the key is absent). It
+	// lets a writer act on what it read, such as the DC recording that a
+	// node it fenced is down only if that node has not come back since.
+	If []Cmp
+}
+
+// Cmp guards a Txn on one key's version (Item.Version; 0 = absent).
+type Cmp struct {
+	Key     string
+	Version uint64
 }
 
 // Op is one write in a Txn: a Put, or a Delete when Delete is set.
@@ -345,6 +358,11 @@ func (s *State) check(cmd Command) error {
 		}
 		if c.IfEpoch != 0 && c.IfEpoch != s.epoch {
 			return fmt.Errorf("%w: txn wants epoch %d, state is at %d", ErrEpochMismatch, c.IfEpoch, s.epoch)
+		}
+		for _, cmp := range c.If {
+			if got := s.kv[cmp.Key].Version; got != cmp.Version {
+				return fmt.Errorf("%w: %s is at version %d, txn wants %d", ErrCompareFailed, cmp.Key, got, cmp.Version)
+			}
 		}
 		return nil
 	case AddNode:

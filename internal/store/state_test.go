@@ -271,3 +271,46 @@ func TestRangeFollowsKeySetChanges(t *testing.T) {
 		t.Fatalf("#3 Range did not stop when fn returned false: %d calls", stop)
 	}
 }
+
+// A Txn with If guards applies only when every key is at the stated
+// version, and changes nothing otherwise.
+func TestTxnCompare(t *testing.T) {
+	s := NewState()
+	if _, err := s.Apply(1, Put{Key: "status/nodes/n3", Value: []byte("boot1")}); err != nil {
+		t.Fatal(err)
+	}
+	it, _ := s.Get("status/nodes/n3")
+	tests := []struct {
+		cmp []Cmp
+		ok  bool
+	}{
+		{[]Cmp{{Key: "status/nodes/n3", Version: it.Version}}, true},
+		{[]Cmp{{Key: "status/nodes/n3", Version: it.Version + 7}}, false},
+		{[]Cmp{{Key: "status/absent", Version: 0}}, true},
+		{[]Cmp{{Key: "status/absent", Version: 1}}, false},
+	}
+	for i, tt := range tests {
+		c := s.Clone()
+		_, err := c.Apply(2, Txn{Ops: []Op{{Key: "status/x", Value: []byte("1")}}, If: tt.cmp})
+		if tt.ok != (err == nil) {
+			t.Fatalf("#%d: err %v, want ok=%v", i, err, tt.ok)
+		}
+		if !tt.ok {
+			if !errors.Is(err, ErrCompareFailed) {
+				t.Fatalf("#%d: err %v, want ErrCompareFailed", i, err)
+			}
+			if _, found := c.Get("status/x"); found {
+				t.Fatalf("#%d: a failed compare still wrote", i)
+			}
+		}
+	}
+	// The guard survives the wire encoding.
+	b, err := encodeCommand(1, 2, Txn{Ops: []Op{{Key: "k", Value: []byte("v")}}, If: []Cmp{{Key: "k", Version: 3}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _, cmd, err := decodeCommand(b)
+	if err != nil || len(cmd.(Txn).If) != 1 || cmd.(Txn).If[0].Version != 3 {
+		t.Fatalf("decode: %+v %v", cmd, err)
+	}
+}

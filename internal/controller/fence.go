@@ -1,0 +1,227 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/fencing"
+	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/scheduler"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+// Fencer runs fence devices; *fencing.Runner satisfies it.
+type Fencer interface {
+	Fence(ctx context.Context, node string, levels [][]fencing.DeviceRef, devices map[string]fencing.Device) fencing.Outcome
+}
+
+// fenceRetry is how long the DC waits after a failed fence before trying the
+// node's devices again. Meanwhile its resources stay blocked.
+const fenceRetry = 10 * time.Second
+
+// fenceTimeout bounds one whole fence (every level, delays, retries).
+const fenceTimeout = 5 * time.Minute
+
+// fenceJob is a fence in flight.
+type fenceJob struct {
+	started time.Time
+}
+
+// target is one node the DC wants proven down this round.
+type target struct {
+	node, reason, by string
+	manual           bool
+}
+
+// fenceTargets returns the nodes to prove down: those the plan asks for (lost
+// holding resources, or a failed stop) and the operators' requests.
+func fenceTargets(v View, plan *scheduler.Plan, self string) ([]target, []model.FenceRequest) {
+	var out []target
+	seen := map[string]bool{}
+	for _, f := range plan.Fence {
+		if !seen[f.Node] {
+			seen[f.Node] = true
+			out = append(out, target{node: f.Node, reason: f.Reason, by: "dc " + self})
+		}
+	}
+	var reqs []model.FenceRequest
+	for _, r := range v.FenceRequests {
+		reqs = append(reqs, r)
+		if !seen[r.Target] {
+			seen[r.Target] = true
+			out = append(out, target{node: r.Target, reason: "requested: " + r.Reason, by: r.By, manual: true})
+		} else {
+			for i := range out {
+				if out[i].node == r.Target {
+					out[i].manual, out[i].by = true, r.By
+				}
+			}
+		}
+	}
+	return out, reqs
+}
+
+// fenceRound starts the fences this round calls for. Fence devices run in
+// the background (they take seconds); the watchdog proof is immediate once
+// the lease arithmetic allows it. It returns the ops to commit with the
+// round (watchdog proofs) and their guards.
+func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Plan, term uint64) ([]store.Op, []store.Cmp) {
+	targets, _ := fenceTargets(v, plan, c.cfg.Self)
+	var ops []store.Op
+	var guards []store.Cmp
+	for _, t := range targets {
+		if t.node == c.cfg.Self {
+			// A DC never fences itself: it would take the DC down with
+			// the proof uncommitted. Another node's DC will.
+			continue
+		}
+		rec := v.NodeRecords[t.node]
+		if rec.Down != nil && rec.Down.BootID == rec.BootID && !t.manual {
+			continue // already proven down
+		}
+		alive := c.cfg.Alive(t.node)
+		// The watchdog: once a majority has not heard the node for long
+		// enough, its lease has ended and its watchdog has fired.
+		if !alive && rec.Watchdog != nil && c.cfg.SelfFenced != nil && c.cfg.SelfFenced(t.node) {
+			ev := model.FenceEvent{
+				V: clusterstate.FormatVersion, Target: t.node, By: t.by, Reason: t.reason, How: "watchdog", OK: true,
+				Confirmed: fmt.Sprintf("lost by a majority for lease %s + watchdog %s + margin", rec.Watchdog.Lease, rec.Watchdog.Timeout),
+				Started:   c.cfg.Now(),
+			}
+			ops = append(ops, c.proofOps(v, rec, ev, model.DownProof{How: "watchdog", By: "dc " + c.cfg.Self, At: c.cfg.Now(), BootID: rec.BootID})...)
+			guards = append(guards, proofGuard(rec, true)...)
+			c.log.Warn("node fenced by its watchdog: recovering its resources", "node", t.node, "reason", t.reason)
+			continue
+		}
+		c.startDeviceFence(ctx, v, t, rec, term)
+	}
+	return ops, guards
+}
+
+// startDeviceFence runs the node's fence topology in the background, once
+// at a time per node, with a pause after a failure.
+func (c *Controller) startDeviceFence(ctx context.Context, v View, t target, rec model.NodeRecord, term uint64) {
+	if c.cfg.Fencer == nil || v.Config.Properties[model.PropStonithEnabled] == "false" {
+		return
+	}
+	levels, err := fencing.Plan(t.node, v.Topology, v.Devices)
+	if err != nil || len(levels) == 0 {
+		return // no device can fence it: the watchdog or an operator must
+	}
+	c.mu.Lock()
+	if _, busy := c.fencing[t.node]; busy || c.cfg.Now().Before(c.fenceAfter[t.node]) {
+		c.mu.Unlock()
+		return
+	}
+	c.fencing[t.node] = &fenceJob{started: c.cfg.Now()}
+	c.mu.Unlock()
+	c.log.Warn("fencing node", "node", t.node, "reason", t.reason, "levels", len(levels))
+	devices := v.Devices
+	go func() {
+		fctx, cancel := context.WithTimeout(ctx, fenceTimeout)
+		defer cancel()
+		started := c.cfg.Now()
+		out := c.cfg.Fencer.Fence(fctx, t.node, levels, devices)
+		ev := model.FenceEvent{
+			V: clusterstate.FormatVersion, Target: t.node, By: t.by, Reason: t.reason, How: "device",
+			OK: out.OK, Level: out.Level, Devices: out.Devices, Confirmed: out.Confirmed, Error: out.Err,
+			Started: started, Duration: time.Duration(out.Duration),
+		}
+		for _, a := range out.Attempts {
+			line := fmt.Sprintf("level %d %s %s: rc %d", a.Level, a.Device, a.Action, a.Code)
+			if a.TimedOut {
+				line += " (timed out)"
+			}
+			if a.Err != "" {
+				line += ": " + a.Err
+			}
+			ev.Attempts = append(ev.Attempts, line)
+		}
+		c.finishDeviceFence(ctx, t, rec, ev, term)
+	}()
+}
+
+// finishDeviceFence records a fence's outcome: on confirmed success, the
+// proof that releases the node's resources; always, the history entry.
+func (c *Controller) finishDeviceFence(ctx context.Context, t target, rec model.NodeRecord, ev model.FenceEvent, term uint64) {
+	defer func() {
+		c.mu.Lock()
+		delete(c.fencing, t.node)
+		if !ev.OK {
+			c.fenceAfter[t.node] = c.cfg.Now().Add(fenceRetry)
+		}
+		c.mu.Unlock()
+		c.Kick()
+	}()
+	var v View
+	var err error
+	c.cfg.Store.Read(func(s *store.State) { v, err = ReadView(s) })
+	if err != nil {
+		c.log.Error("record fence outcome", "node", t.node, "err", err)
+		return
+	}
+	var ops []store.Op
+	if ev.OK {
+		c.log.Warn("node fenced", "node", t.node, "level", ev.Level, "devices", strings.Join(ev.Devices, ","), "confirmed", ev.Confirmed)
+		ops = c.proofOps(v, rec, ev, model.DownProof{How: "fenced", Device: strings.Join(ev.Devices, ","), By: "dc " + c.cfg.Self, At: c.cfg.Now(), BootID: rec.BootID})
+	} else {
+		c.log.Error("fencing failed: the node's resources stay blocked", "node", t.node, "err", ev.Error, "attempts", len(ev.Attempts))
+		ops = c.historyOps(v, ev)
+	}
+	if cur, ok := c.isDC(); !ok || cur != term {
+		c.log.Warn("fence outcome not recorded: no longer DC", "node", t.node, "ok", ev.OK)
+		return
+	}
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: proofGuard(rec, ev.OK)}); err != nil {
+		c.log.Error("record fence outcome", "node", t.node, "err", err)
+	}
+}
+
+// proofGuard makes a proof conditional on the node record being the one
+// that was fenced: if the node came back (a new incarnation registered) in
+// between, its fresh records must not be deleted.
+func proofGuard(rec model.NodeRecord, proof bool) []store.Cmp {
+	if !proof {
+		return nil
+	}
+	return []store.Cmp{{Key: clusterstate.NodeKey(rec.Name), Version: rec.Version}}
+}
+
+// proofOps writes a down proof for the node's current incarnation and
+// releases what it ran: its records, tasks and requests are deleted, so the
+// scheduler sees its resources stopped.
+func (c *Controller) proofOps(v View, rec model.NodeRecord, ev model.FenceEvent, proof model.DownProof) []store.Op {
+	rec.V = clusterstate.FormatVersion
+	rec.Down = &proof
+	ops := []store.Op{{Key: clusterstate.NodeKey(rec.Name), Value: clusterstate.Encode(rec)}}
+	for _, r := range v.Records {
+		if r.Node == rec.Name {
+			ops = append(ops, store.Op{Key: clusterstate.RecordKey(r.Node, r.Resource), Delete: true})
+		}
+	}
+	for _, t := range v.Tasks {
+		if t.Node == rec.Name {
+			ops = append(ops, store.Op{Key: clusterstate.TaskKey(t.Node, t.ID), Delete: true})
+		}
+	}
+	return append(ops, c.historyOps(v, ev)...)
+}
+
+// historyOps appends a fencing event (and answers an operator's request for
+// that node), keeping the history bounded.
+func (c *Controller) historyOps(v View, ev model.FenceEvent) []store.Op {
+	ev.ID = fmt.Sprintf("%020d-%s", ev.Started.UnixNano(), ev.Target)
+	ops := append([]store.Op{}, v.HistoryPrune...)
+	ops = append(ops, store.Op{Key: clusterstate.FenceEventKey(ev.ID), Value: clusterstate.Encode(ev)})
+	for _, r := range v.FenceRequests {
+		if r.Target == ev.Target {
+			ops = append(ops, store.Op{Key: clusterstate.FenceRequestKey(r.Target), Delete: true})
+		}
+	}
+	return ops
+}
