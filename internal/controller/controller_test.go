@@ -1,0 +1,428 @@
+package controller
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/vigil-ha/vigil/internal/clusterstate"
+	"github.com/vigil-ha/vigil/internal/fencing"
+	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// world is a real single-voter store holding a three-node cluster (n1 is
+// the DC; n2 and n3 exist as members only), fake executors that answer
+// tasks for the nodes the test says are alive, and a controller.
+type world struct {
+	t     *testing.T
+	node  *store.Node
+	ctrl  *Controller
+	mu    sync.Mutex
+	alive map[string]bool
+	stop  func()
+}
+
+const boot = 7
+
+func newWorld(t *testing.T, mod func(*Config)) *world {
+	t.Helper()
+	disk := store.NewMemDisk()
+	members := []store.Member{
+		{Name: "n1", ID: 1, Role: store.RoleVoter},
+		{Name: "n2", ID: 2, Role: store.RoleLearner},
+		{Name: "n3", ID: 3, Role: store.RoleLearner},
+	}
+	if err := store.Bootstrap(disk, members); err != nil {
+		t.Fatal(err)
+	}
+	net := store.NewLocalNetwork()
+	n, err := store.StartNode(store.NodeConfig{
+		Core: store.Config{ID: 1, Name: "n1", Log: slog.New(slog.DiscardHandler)}, Disk: disk,
+		Transport: net.Transport(1), TickInterval: 5 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	net.Attach(1, n)
+	for deadline := time.Now().Add(10 * time.Second); n.Status().Lead != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("no leader")
+		}
+		n.Campaign(context.Background())
+		time.Sleep(10 * time.Millisecond)
+	}
+	w := &world{t: t, node: n, alive: map[string]bool{"n1": true, "n2": true, "n3": true}}
+	for _, name := range []string{"n1", "n2", "n3"} {
+		w.put(clusterstate.NodeKey(name), model.NodeRecord{V: 1, Name: name, BootID: boot, Probed: boot})
+	}
+	cfg := Config{
+		Self: "n1", Store: n, Alive: w.isAlive, Quorate: func() bool { return true },
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})), Recheck: 20 * time.Millisecond,
+	}
+	if mod != nil {
+		mod(&cfg)
+	}
+	w.ctrl = New(cfg)
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = w.ctrl.Run(ctx) }()
+	go func() { defer wg.Done(); w.executors(ctx) }()
+	w.stop = func() {
+		cancel()
+		wg.Wait()
+		net.Detach(1)
+		_ = n.Stop()
+		_ = disk.Close()
+		net.Close()
+	}
+	t.Cleanup(w.stop)
+	return w
+}
+
+func (w *world) isAlive(n string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.alive[n]
+}
+
+func (w *world) setAlive(n string, up bool) {
+	w.mu.Lock()
+	w.alive[n] = up
+	w.mu.Unlock()
+	w.ctrl.Kick()
+}
+
+func (w *world) put(kv ...any) {
+	w.t.Helper()
+	var ops []store.Op
+	for i := 0; i < len(kv); i += 2 {
+		ops = append(ops, store.Op{Key: kv[i].(string), Value: clusterstate.Encode(kv[i+1])})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := w.node.Propose(ctx, store.Txn{Ops: ops}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// executors plays every alive node's executor: each unanswered task for an
+// alive node succeeds at once, with the record it implies.
+func (w *world) executors(ctx context.Context) {
+	for {
+		ch := w.node.Watch()
+		var ops []store.Op
+		w.node.Read(func(s *store.State) {
+			tasks, _ := clusterstate.Tasks(s, "")
+			for _, t := range tasks {
+				if _, done := clusterstate.Result(s, t.Node, t.ID); done || !w.isAlive(t.Node) {
+					continue
+				}
+				state := model.StateStarted
+				if t.Action == model.ActStop {
+					state = model.StateStopped
+				}
+				ops = append(ops,
+					store.Op{Key: clusterstate.ResultKey(t.Node, t.ID), Value: clusterstate.Encode(model.TaskResult{V: 1, ID: t.ID, Term: t.Term, Node: t.Node, OK: true})},
+					store.Op{Key: clusterstate.RecordKey(t.Node, t.Resource), Value: clusterstate.Encode(model.ResourceRecord{V: 1, Resource: t.Resource, Node: t.Node, State: state})})
+			}
+		})
+		if len(ops) > 0 {
+			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			_, _ = w.node.Propose(pctx, store.Txn{Ops: ops})
+			cancel()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-ch:
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// startedOn returns the nodes whose records say the instance is started.
+func (w *world) startedOn(inst string) []string {
+	var out []string
+	w.node.Read(func(s *store.State) {
+		recs, _ := clusterstate.Records(s, "")
+		for _, r := range recs {
+			if r.Resource == inst && r.State == model.StateStarted {
+				out = append(out, r.Node)
+			}
+		}
+	})
+	return out
+}
+
+func (w *world) waitFor(what string, cond func() bool) {
+	w.t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// never checks that cond stays false for d.
+func (w *world) never(what string, d time.Duration, cond func() bool) {
+	w.t.Helper()
+	for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(10 * time.Millisecond) {
+		if cond() {
+			w.t.Fatalf("%s", what)
+		}
+	}
+}
+
+func (w *world) runningOn(inst string) string {
+	w.t.Helper()
+	var on []string
+	w.waitFor(inst+" to start", func() bool { on = w.startedOn(inst); return len(on) == 1 })
+	return on[0]
+}
+
+func dummy(id string) model.Resource { return model.Resource{ID: id, Agent: "vigil:dummy"} }
+
+// The DC records itself with its term, and every task it issues carries
+// that term (executors refuse older ones).
+func TestTasksCarryTheDCTerm(t *testing.T) {
+	w := newWorld(t, nil)
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	w.runningOn("r1")
+	var dc clusterstate.DCRecord
+	w.node.Read(func(s *store.State) { dc = clusterstate.DC(s) })
+	if dc.Name != "n1" || dc.Term != w.node.Status().Term {
+		t.Fatalf("DC record %+v, raft term %d", dc, w.node.Status().Term)
+	}
+	if got := w.ctrl.Term(); got != dc.Term {
+		t.Fatalf("controller acts in term %d, recorded %d", got, dc.Term)
+	}
+}
+
+// Never twice: a resource on a lost node is not started elsewhere until the
+// node is proven down; with the proof it is.
+func TestLostNodeHoldsItsResourcesUntilProvenDown(t *testing.T) {
+	w := newWorld(t, nil)
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	on := w.runningOn("r1")
+	if on == "n1" {
+		// Keep the DC out of it: move r1 to n2 by hand.
+		w.put(clusterstate.LocationKey("l"), model.Location{ID: "l", Resource: "r1", Node: "n2", Score: model.Infinity})
+		w.waitFor("r1 on n2", func() bool { s := w.startedOn("r1"); return len(s) == 1 && s[0] == "n2" })
+		on = "n2"
+		w.node.Read(func(*store.State) {})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if _, err := w.node.Propose(ctx, store.Delete{Key: clusterstate.LocationKey("l")}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.setAlive(on, false)
+	w.never(fmt.Sprintf("r1 started elsewhere while %s is lost and not proven down", on), time.Second, func() bool {
+		for _, n := range w.startedOn("r1") {
+			if n != on {
+				return true
+			}
+		}
+		return false
+	})
+	// The operator's proof, as `vigil fence confirm` writes it.
+	var rec model.NodeRecord
+	w.node.Read(func(s *store.State) { rec = clusterstate.NodeRecord(s, on) })
+	rec.Down = &model.DownProof{How: "confirmed", BootID: rec.BootID}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := w.node.Propose(ctx, store.Txn{Ops: []store.Op{
+		{Key: clusterstate.NodeKey(on), Value: clusterstate.Encode(rec)},
+		{Key: clusterstate.RecordKey(on, "r1"), Delete: true},
+	}}); err != nil {
+		t.Fatal(err)
+	}
+	w.waitFor("r1 to start on another node", func() bool {
+		s := w.startedOn("r1")
+		return len(s) == 1 && s[0] != on
+	})
+}
+
+// fakeFencer answers every fence with a fixed outcome and counts calls.
+type fakeFencer struct {
+	mu    sync.Mutex
+	ok    bool
+	calls []string
+	gate  chan struct{} // if set, Fence waits for it
+}
+
+func (f *fakeFencer) Fence(ctx context.Context, node string, levels [][]fencing.DeviceRef, devices map[string]fencing.Device) fencing.Outcome {
+	if f.gate != nil {
+		select {
+		case <-f.gate:
+		case <-ctx.Done():
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, node)
+	if !f.ok {
+		return fencing.Outcome{Node: node, Err: "every level failed"}
+	}
+	return fencing.Outcome{OK: true, Node: node, Level: 1, Devices: []string{"lab"}, Confirmed: fencing.ConfirmedStatusOff}
+}
+
+func withDevice(w *world) {
+	w.put(clusterstate.FenceDeviceKey("lab"), fencing.Device{Name: "lab", Agent: "fence_dummy", HostList: []string{"n1", "n2", "n3"}})
+}
+
+// pinned starts r1 on n2 and returns once it runs there.
+func pinned(w *world) {
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"),
+		clusterstate.LocationKey("l"), model.Location{ID: "l", Resource: "r1", Node: "n2", Score: 100})
+	w.waitFor("r1 on n2", func() bool { s := w.startedOn("r1"); return len(s) == 1 && s[0] == "n2" })
+}
+
+func history(w *world) []model.FenceEvent {
+	var h []model.FenceEvent
+	w.node.Read(func(s *store.State) { h, _ = clusterstate.FenceHistory(s) })
+	return h
+}
+
+// A lost node with a fence device is fenced; on confirmed off its
+// resources are released and recovered, and the history says so.
+func TestFenceReleasesResources(t *testing.T) {
+	f := &fakeFencer{ok: true}
+	w := newWorld(t, func(c *Config) { c.Fencer = f })
+	withDevice(w)
+	pinned(w)
+	w.setAlive("n2", false)
+	w.waitFor("r1 recovered on another node", func() bool {
+		s := w.startedOn("r1")
+		return len(s) == 1 && s[0] != "n2"
+	})
+	h := history(w)
+	if len(h) != 1 || !h[0].OK || h[0].Target != "n2" || h[0].How != "device" {
+		t.Fatalf("history: %+v", h)
+	}
+	var rec model.NodeRecord
+	w.node.Read(func(s *store.State) { rec = clusterstate.NodeRecord(s, "n2") })
+	if rec.Down == nil || rec.Down.How != "fenced" || rec.Down.BootID != boot {
+		t.Fatalf("n2's down proof: %+v", rec.Down)
+	}
+}
+
+// A fence that fails leaves the resources blocked (never started elsewhere)
+// and is recorded as failed.
+func TestFailedFenceKeepsResourcesBlocked(t *testing.T) {
+	f := &fakeFencer{ok: false}
+	w := newWorld(t, func(c *Config) { c.Fencer = f })
+	withDevice(w)
+	pinned(w)
+	w.setAlive("n2", false)
+	w.waitFor("a failed fence in the history", func() bool {
+		h := history(w)
+		return len(h) > 0 && !h[0].OK
+	})
+	w.never("r1 started elsewhere after a failed fence", time.Second, func() bool {
+		for _, n := range w.startedOn("r1") {
+			if n != "n2" {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// A node that comes back (a new incarnation registers) while it is being
+// fenced must not have its fresh records deleted by a late proof.
+func TestLateProofDoesNotEraseANewIncarnation(t *testing.T) {
+	f := &fakeFencer{ok: true, gate: make(chan struct{})}
+	w := newWorld(t, func(c *Config) { c.Fencer = f })
+	withDevice(w)
+	pinned(w)
+	w.setAlive("n2", false)
+	w.waitFor("the fence to start", func() bool {
+		w.ctrl.mu.Lock()
+		defer w.ctrl.mu.Unlock()
+		return w.ctrl.fencing["n2"] != nil
+	})
+	// n2 reboots and registers again before the fence outcome is recorded.
+	w.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: boot + 1})
+	w.setAlive("n2", true)
+	close(f.gate)
+	w.waitFor("the fence to finish", func() bool {
+		w.ctrl.mu.Lock()
+		defer w.ctrl.mu.Unlock()
+		return w.ctrl.fencing["n2"] == nil
+	})
+	var rec model.NodeRecord
+	var recs []model.ResourceRecord
+	w.node.Read(func(s *store.State) {
+		rec = clusterstate.NodeRecord(s, "n2")
+		recs, _ = clusterstate.Records(s, "n2")
+	})
+	if rec.Down != nil || rec.BootID != boot+1 {
+		t.Fatalf("the new incarnation's record was overwritten: %+v", rec)
+	}
+	if len(recs) == 0 {
+		t.Fatal("n2's records were deleted although n2 came back before the proof")
+	}
+}
+
+// With a watchdog and the lease arithmetic satisfied, a lost node is proven
+// down without any device.
+func TestWatchdogProof(t *testing.T) {
+	var mu sync.Mutex
+	selfFenced := false
+	w := newWorld(t, func(c *Config) {
+		c.SelfFenced = func(n string) bool { mu.Lock(); defer mu.Unlock(); return n == "n2" && selfFenced }
+	})
+	w.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: boot, Probed: boot,
+		Watchdog: &model.WatchdogInfo{Backend: "process", Timeout: 2 * time.Second, Lease: time.Second}})
+	pinned(w)
+	w.setAlive("n2", false)
+	w.never("r1 recovered before the watchdog time passed", 500*time.Millisecond, func() bool {
+		for _, n := range w.startedOn("r1") {
+			if n != "n2" {
+				return true
+			}
+		}
+		return false
+	})
+	mu.Lock()
+	selfFenced = true
+	mu.Unlock()
+	w.ctrl.Kick()
+	w.waitFor("r1 recovered after the watchdog time", func() bool {
+		s := w.startedOn("r1")
+		return len(s) == 1 && s[0] != "n2"
+	})
+	if h := history(w); len(h) != 1 || h[0].How != "watchdog" {
+		t.Fatalf("history: %+v", h)
+	}
+}
+
+// Without quorum the DC does nothing: no tasks, no fencing.
+func TestNoQuorumNoActions(t *testing.T) {
+	f := &fakeFencer{ok: true}
+	w := newWorld(t, func(c *Config) { c.Quorate = func() bool { return false }; c.Fencer = f })
+	withDevice(w)
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	w.setAlive("n2", false)
+	w.never("a task was issued without quorum", 500*time.Millisecond, func() bool {
+		var n int
+		w.node.Read(func(s *store.State) { ts, _ := clusterstate.Tasks(s, ""); n = len(ts) })
+		return n > 0 || len(w.startedOn("r1")) > 0
+	})
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.calls) > 0 {
+		t.Fatalf("fenced without quorum: %v", f.calls)
+	}
+}
