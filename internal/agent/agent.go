@@ -66,6 +66,8 @@ type Agent struct {
 	ctrl   *controller.Controller
 	fencer *fencing.Runner
 
+	stopHeartbeats context.CancelFunc
+
 	node      *store.Node
 	disk      store.Disk
 	mship     *membership.Service
@@ -185,7 +187,11 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	if err != nil {
 		return nil, fmt.Errorf("start heartbeats: %w", err)
 	}
-	if err := a.mship.Start(ctx); err != nil {
+	// Heartbeats outlive the signal context: a node that leaves cleanly
+	// keeps answering until its resources are stopped (close ends them).
+	mctx, mcancel := context.WithCancel(context.Background())
+	a.stopHeartbeats = mcancel
+	if err := a.mship.Start(mctx); err != nil {
 		return nil, fmt.Errorf("start heartbeats: %w", err)
 	}
 
@@ -688,6 +694,9 @@ func (a *Agent) close() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.Shutdown(ctx)
 		cancel()
+	}
+	if a.stopHeartbeats != nil {
+		a.stopHeartbeats()
 	}
 	if a.mship != nil {
 		_ = a.mship.Close()

@@ -79,9 +79,13 @@ func (v View) NodeNames() []string {
 // "never twice": a node that is not alive is offline only with proof —
 // fenced or confirmed down in its last known incarnation, or left cleanly
 // with nothing still active — and lost otherwise.
+//
+// An alive node that is leaving (Left, after a SIGTERM) stays online: the
+// snapshot puts it in standby, so its resources are stopped there and
+// started elsewhere by ordinary tasks.
 func NodeState(name string, alive bool, rec model.NodeRecord, records []model.ResourceRecord) string {
 	if alive {
-		if rec.BootID != 0 && rec.Probed == rec.BootID && !rec.Left {
+		if rec.BootID != 0 && rec.Probed == rec.BootID {
 			return model.NodeOnline
 		}
 		return model.NodePending
@@ -108,12 +112,35 @@ func hasActive(node string, records []model.ResourceRecord) bool {
 // nodes this DC currently sees as members (itself included).
 func (v View) Snapshot(alive func(string) bool, now time.Time) *model.Snapshot {
 	s := &model.Snapshot{Config: v.Config, Now: now}
+	leaving := map[string]bool{}
 	for _, m := range v.Members {
+		rec := v.NodeRecords[m.Name]
+		up := alive(m.Name)
 		s.Nodes = append(s.Nodes, model.NodeStatus{
 			Name:    m.Name,
-			State:   NodeState(m.Name, alive(m.Name), v.NodeRecords[m.Name], v.Records),
+			State:   NodeState(m.Name, up, rec, v.Records),
 			Witness: m.Role == store.RoleWitness,
 		})
+		if up && rec.Left {
+			leaving[m.Name] = true
+		}
+	}
+	if len(leaving) > 0 {
+		// A leaving node is drained like a node in standby. The config is
+		// copied: the View's stays as stored.
+		nodes := make([]model.NodeConfig, 0, len(s.Config.Nodes)+len(leaving))
+		for _, n := range s.Config.Nodes {
+			if leaving[n.Name] {
+				n.Standby = true
+				delete(leaving, n.Name)
+			}
+			nodes = append(nodes, n)
+		}
+		for n := range leaving {
+			nodes = append(nodes, model.NodeConfig{Name: n, Standby: true})
+		}
+		slices.SortFunc(nodes, func(a, b model.NodeConfig) int { return strings.Compare(a.Name, b.Name) })
+		s.Config.Nodes = nodes
 	}
 	s.Resources = v.Records
 	answered := map[string]bool{}

@@ -310,7 +310,23 @@ func (e *Executor) Leave(ctx context.Context) error {
 					left = append(left, inst+"="+r.State)
 				}
 			}
+			// A task still unanswered may be a start that has done its
+			// work without a record yet: the node has not left until every
+			// task addressed to it has its result.
+			prefix := clusterstate.PrefixTasks + e.cfg.Node + "/"
+			s.Range(prefix, func(k string, _ store.Item) bool {
+				id := strings.TrimPrefix(k, prefix)
+				if _, done := s.Get(clusterstate.ResultKey(e.cfg.Node, id)); !done {
+					left = append(left, "task "+id+" unanswered")
+				}
+				return true
+			})
 		})
+		e.mu.Lock()
+		for id := range e.active {
+			left = append(left, "task "+id+" running")
+		}
+		e.mu.Unlock()
 		if len(left) == 0 {
 			e.log.Info("executor: left cleanly: nothing runs here")
 			return nil

@@ -221,6 +221,7 @@ func (l *Lab) Start(name string) {
 	if p.Witness {
 		sub = "witness"
 	}
+	l.reboot(p)
 	argv := l.command(p, sub, "--config", p.Config)
 	logf, err := os.OpenFile(p.Log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
@@ -236,6 +237,9 @@ func (l *Lab) Start(name string) {
 	fmt.Fprintf(logf, "=== lab %s: start %s run %d: %s\n", time.Now().Format("15:04:05.000"), name, p.runs, strings.Join(argv, " "))
 	if err := cmd.Start(); err != nil {
 		l.t.Fatalf("lab: start %s: %v", name, err)
+	}
+	if err := l.writePower(p, cmd.Process.Pid); err != nil {
+		l.t.Fatalf("lab: start %s: power descriptor: %v", name, err)
 	}
 	done := make(chan struct{})
 	p.cmd, p.done, p.exitErr, p.expected, p.paused = cmd, done, nil, false, false
