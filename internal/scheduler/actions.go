@@ -181,6 +181,11 @@ func (c *ctx) restarts(u *unit) {
 				}
 				if o.first.stopsAny(o.fm, t, o.interleave) {
 					why = "restart: " + o.firstName + " restarts (" + o.text + ")"
+				} else if o.first.startsFresh(o.fm, t, o.interleave) {
+					// First ran nowhere (its node failed or was fenced) and
+					// starts again: what must run after it starts after it
+					// again, as Pacemaker does.
+					why = "restart: " + o.firstName + " starts again (" + o.text + ")"
 				}
 			}
 			if why == "" {
@@ -190,6 +195,22 @@ func (c *ctx) restarts(u *unit) {
 			mi.start = c.addAct(&act{kind: KindStart, mi: mi, node: t, from: -1, reason: why})
 		}
 	}
+}
+
+// startsFresh reports whether the unit (member j, or any when j < 0) starts
+// in the plan while active nowhere (on node n only, when interleaved).
+func (u *unit) startsFresh(j, n int, interleave bool) bool {
+	for _, ui := range u.insts {
+		for _, mi := range ui.members {
+			if j >= 0 && mi.j != j {
+				continue
+			}
+			if mi.start != nil && mi.start.kind == KindStart && len(mi.active) == 0 && (!interleave || mi.start.node == n) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // stopsAny reports whether the unit (member j, or any when j < 0) has a

@@ -356,6 +356,11 @@ func TestRuleOrders(t *testing.T) {
 				rec("web", "n2", model.StateStarted).snap(),
 			actions: []string{"stop db@n1", "start db@n1", "stop web@n2", "start web@n2"},
 			deps:    [][2]string{{"stop db@n1", "stop web@n2"}, {"start web@n2", "start db@n1"}, {"start db@n1", "stop db@n1"}}},
+		{name: "First recovered from a fenced node: Then restarts after it",
+			snap: newSnap("n1", "n2", "n3:offline").res("web", "db").order("db", "web", "").
+				rec("web", "n2", model.StateStarted).snap(),
+			actions: []string{"start db@n1", "stop web@n2", "start web@n2"},
+			deps:    [][2]string{{"start web@n2", "start db@n1"}, {"start web@n2", "stop web@n2"}}},
 		{name: "groups in orders",
 			snap:    newSnap("n1").group("g1", "a", "b").group("g2", "c", "d").order("g1", "g2", "").snap(),
 			actions: []string{"start a@n1", "start b@n1", "start c@n1", "start d@n1"},
