@@ -13,10 +13,7 @@ import (
 )
 
 func newFenceCmd(g *globals) *cobra.Command {
-	cmd := &cobra.Command{
-		Use:   "fence",
-		Short: "Fencing: prove nodes down",
-	}
+	cmd := newFenceNodeCmd(g)
 	var yes bool
 	confirm := &cobra.Command{
 		Use:   "confirm NODE --yes",
@@ -46,6 +43,7 @@ node's view. Without --yes, prints what would be released and changes nothing.`,
 	}
 	confirm.Flags().BoolVar(&yes, "yes", false, "confirm: I know the node is down")
 	cmd.AddCommand(confirm)
+	addFenceCmds(g, cmd)
 	return cmd
 }
 

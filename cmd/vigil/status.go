@@ -73,7 +73,7 @@ func writeStatus(w io.Writer, st api.Status) {
 	fmt.Fprintf(w, "Quorum: %s (%s)\n", q, st.Quorum.Reason)
 	fmt.Fprintln(w)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tRAFT\tLINKS")
+	fmt.Fprintln(tw, "NODE\tSTATE\tROLE\tRAFT\tPROTECTION\tLINKS")
 	for _, n := range st.Nodes {
 		name := n.Name
 		if n.DC {
@@ -97,10 +97,11 @@ func writeStatus(w io.Writer, st api.Status) {
 			}
 			links = append(links, fmt.Sprintf("%d:%s", l.Index, state))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", name, n.State, n.Role, n.Raft, strings.Join(links, "  "))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, n.State, n.Role, n.Raft, orDash(n.Protection), strings.Join(links, "  "))
 	}
 	tw.Flush()
 	writeResourceStatus(w, st)
+	writeFenceRequests(w, st.FenceRequests)
 	for _, wn := range st.Warnings {
 		fmt.Fprintln(w, "WARNING:", wn)
 	}

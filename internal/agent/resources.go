@@ -972,6 +972,7 @@ func (b backend) addResourceStatus(out *api.Status) {
 		return
 	}
 	out.Resources, out.Failures, out.Blocked, out.Pending = rv.status()
+	b.addFenceStatus(out, rv.v)
 	for _, f := range rv.plan.Fence {
 		out.Warnings = append(out.Warnings, fmt.Sprintf("node %s must be proven down before what it ran is recovered (%s): fencing, or `vigil fence confirm %s` once you know it is off", f.Node, f.Reason, f.Node))
 	}

@@ -21,6 +21,7 @@ type Backend interface {
 	Join(ctx context.Context, req JoinRequest) (JoinResponse, error)
 	RemoveNode(ctx context.Context, name string) (WriteResult, error)
 	ResourceBackend
+	FencingBackend
 }
 
 // maxBody caps request bodies: the API takes small JSON documents only.
@@ -39,6 +40,7 @@ func NewHandler(b Backend, checkToken func(string) bool, log *slog.Logger) http.
 	mux.HandleFunc("POST /v1/nodes", s.join)
 	mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.routeResources(mux)
+	s.routeFencing(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !checkToken(tok) {

@@ -43,6 +43,9 @@ type Status struct {
 	Pending []PendingTask `json:"pending,omitempty"`
 	// ResourceError is set when the resource part could not be built.
 	ResourceError string `json:"resource_error,omitempty"`
+	// FenceRequests are the operators' fence requests the DC has not
+	// carried out yet.
+	FenceRequests []FenceRequest `json:"fence_requests,omitempty"`
 }
 
 // QuorumStatus is the answering node's quorum view.
@@ -82,6 +85,12 @@ type NodeStatus struct {
 	Raft  string       `json:"raft"`
 	DC    bool         `json:"dc,omitempty"`
 	Links []LinkStatus `json:"links"`
+	// Protection says what proves the node down if it is lost: "fence:
+	// ipmi1 (level 1), pdu (level 2)", "watchdog (process 2s)", both
+	// (joined by "; "), or "none". Empty for witnesses (they run nothing).
+	Protection string `json:"protection,omitempty"`
+	// Fencing lists the node's fence levels in order ("ipmi1 (level 1)").
+	Fencing []string `json:"fencing,omitempty"`
 }
 
 // LinkStatus is the answering node's view of one link to a peer.
