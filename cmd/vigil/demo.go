@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 
 	"github.com/vigil-ha/vigil/internal/api"
 	"github.com/vigil-ha/vigil/internal/config"
+	"github.com/vigil-ha/vigil/internal/fencing/labagent"
 	"github.com/vigil-ha/vigil/internal/pki"
 )
 
@@ -24,10 +26,12 @@ func newDemoCmd(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "demo",
 		Short: "Run a local three-node cluster on loopback and show a failover",
-		Long: `Start three agents on 127.0.0.1 with their data in a temporary folder, write a
-configuration change, kill the coordinator (the DC) with SIGKILL and show the
-others detect it and elect a new DC, then restart it and show that nothing
-acknowledged was lost. Everything is removed at the end.`,
+		Long: `Start three agents on 127.0.0.1 with their data in a temporary folder, give
+every node a fence device (the project's lab fence agent, which powers a demo
+node off by killing its agent and everything it started), create a service
+group, kill the node that runs it with SIGKILL, and show the cluster fence that
+node and restart the group elsewhere, with the time it took. Everything is
+removed at the end.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDemo(cmd.Context(), g, keep)
@@ -111,6 +115,20 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	}
 	d.say("cluster formed: DC %s, %s", st.DC, st.Quorum.Reason)
 
+	// A fence device for every node: the project's lab agent "powers off" a
+	// demo node by killing its agent and everything it started, and reports
+	// the power state honestly, like an IPMI or PDU agent would.
+	agentPath, err := labagent.Install(d.dir)
+	if err != nil {
+		return err
+	}
+	if _, err := c.CreateFenceDevice(ctx, api.CreateFenceDeviceRequest{Name: "lab", Agent: agentPath, Options: map[string]string{
+		"power_dir": d.powerDir(), "power_timeout": "5", "pcmk_host_list": strings.Join(d.order, ","),
+	}}); err != nil {
+		return fmt.Errorf("demo: fence device: %w", err)
+	}
+	d.say("fence device lab configured for %s (%s)", strings.Join(d.order, ", "), labagent.Name)
+
 	// A service group: a state resource and a supervised process, kept
 	// together and started in order.
 	for _, r := range []api.CreateResourceRequest{
@@ -153,21 +171,7 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	if err != nil {
 		return err
 	}
-	d.say("%s lost %.2fs after the kill; DC is %s", victim, time.Since(killed).Seconds(), st.DC)
-	if _, err := d.waitFor(ctx, 30*time.Second, "the group to be held", oc, func(st api.Status) bool {
-		return resourceState(st, "app-daemon") == "unknown"
-	}); err != nil {
-		return err
-	}
-	d.say("app is held: unknown on %s (waiting for fencing). Vigil never starts it twice on a guess.", victim)
-	// Fence devices come with the fencing layer; until then the demo does
-	// what an operator does after checking that the node is really off.
-	res, err := oc.FenceConfirm(ctx, victim, api.FenceConfirmRequest{Yes: true})
-	if err != nil {
-		return fmt.Errorf("demo: fence confirm: %w", err)
-	}
-	_ = res
-	d.say("confirmed %s down (as an operator would with 'vigil fence confirm %s')", victim, victim)
+	d.say("%s lost %.2fs after the kill; DC is %s, which fences it", victim, time.Since(killed).Seconds(), st.DC)
 	st, err = d.waitFor(ctx, 30*time.Second, "the group to run elsewhere", oc, func(st api.Status) bool {
 		n := resourceNode(st, "app-daemon")
 		return n != "" && n != victim && resourceNode(st, "app-state") == n && resourceState(st, "app-daemon") == "started"
@@ -175,8 +179,12 @@ func runDemo(ctx context.Context, g *globals, keep bool) error {
 	if err != nil {
 		return err
 	}
+	if hist, err := oc.FenceHistory(ctx, victim); err == nil && len(hist.Events) > 0 {
+		ev := hist.Events[len(hist.Events)-1]
+		d.say("%s fenced: %s by %s, confirmed %s", victim, map[bool]string{true: "ok", false: "FAILED"}[ev.OK], strings.Join(ev.Devices, ","), ev.Confirmed)
+	}
 	moved := resourceNode(st, "app-daemon")
-	d.say("group app running again on %s, %.2fs after the kill", moved, time.Since(killed).Seconds())
+	d.say("group app running again on %s, %.2fs after the kill (never on two nodes: only after %s was confirmed off)", moved, time.Since(killed).Seconds(), victim)
 
 	// A killed node comes back as from a reboot: its volatile run folder
 	// (a tmpfs under /run on a real host) is empty.
@@ -223,11 +231,16 @@ func (d *demo) start(name string) error {
 		logf.Close()
 		return fmt.Errorf("demo: start %s: %w", name, err)
 	}
+	if err := labagent.WritePower(d.powerDir(), name, cmd.Process.Pid, ""); err != nil {
+		return fmt.Errorf("demo: power descriptor of %s: %w", name, err)
+	}
 	n.cmd = cmd
 	n.done = make(chan struct{})
 	go func() { cmd.Wait(); logf.Close(); close(n.done) }()
 	return nil
 }
+
+func (d *demo) powerDir() string { return filepath.Join(d.dir, "power") }
 
 func (d *demo) kill(name string) {
 	n := d.nodes[name]

@@ -1,6 +1,6 @@
 // Package fencing puts lost nodes out of action for certain, with fence
 // agents that speak the fence-agents protocol: Debian's fence-agents run
-// unmodified, and the lab's own scripts/lab/fence_vigil_lab.
+// unmodified, and the lab's own fence_vigil_lab (package labagent).
 //
 // The pure part configures and plans: a [Device] (an agent, its
 // parameters and the nodes it can fence), a [Topology] (levels of devices

@@ -14,10 +14,10 @@ import (
 	"time"
 )
 
-// labAgent returns the absolute path of scripts/lab/fence_vigil_lab.
+// labAgent returns the absolute path of internal/fencing/labagent/fence_vigil_lab.
 func labAgent(t *testing.T) string {
 	t.Helper()
-	p, err := filepath.Abs("../../scripts/lab/fence_vigil_lab")
+	p, err := filepath.Abs("labagent/fence_vigil_lab")
 	if err != nil {
 		t.Fatal(err)
 	}

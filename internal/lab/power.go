@@ -1,14 +1,15 @@
 package lab
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+
+	"github.com/vigil-ha/vigil/internal/fencing/labagent"
 )
 
 // Power: every lab node has a "power descriptor" that the project's lab
-// fence agent (scripts/lab/fence_vigil_lab) uses to really power it off:
+// fence agent (internal/fencing/labagent) uses to really power it off:
 // <PowerDir>/<node>.pgid holds "PGID STARTTIME" (the agent is its process
 // group's leader, and all it starts stays in that group), and in netns mode
 // <node>.netns names its namespace (every process in it dies too).
@@ -27,7 +28,7 @@ func FenceAgent() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	return filepath.Join(root, "scripts", "lab", "fence_vigil_lab"), nil
+	return filepath.Join(root, "internal", "fencing", "labagent", "fence_vigil_lab"), nil
 }
 
 // FenceCreateArgs returns the CLI arguments that configure the lab fence
@@ -46,27 +47,12 @@ func (l *Lab) FenceCreateArgs(name string, extra ...string) []string {
 
 // PoweredOff reports whether the lab fence agent powered the node off
 // (its .off marker), since its last start.
-func (l *Lab) PoweredOff(name string) bool {
-	_, err := os.Stat(filepath.Join(l.PowerDir(), name+".off"))
-	return err == nil
-}
+func (l *Lab) PoweredOff(name string) bool { return labagent.PoweredOff(l.PowerDir(), name) }
 
 // writePower records a freshly started node's process group for the lab
 // fence agent. Called with p.mu held, after the process started.
 func (l *Lab) writePower(p *NodeProc, pid int) error {
-	if err := os.MkdirAll(l.PowerDir(), 0o755); err != nil {
-		return err
-	}
-	start := procStartTime(pid)
-	if err := os.WriteFile(filepath.Join(l.PowerDir(), p.Name+".pgid"), fmt.Appendf(nil, "%d %s\n", pid, start), 0o644); err != nil {
-		return err
-	}
-	if p.Netns != "" {
-		if err := os.WriteFile(filepath.Join(l.PowerDir(), p.Name+".netns"), []byte(p.Netns+"\n"), 0o644); err != nil {
-			return err
-		}
-	}
-	return nil
+	return labagent.WritePower(l.PowerDir(), p.Name, pid, p.Netns)
 }
 
 // reboot prepares a node that did not stop cleanly for its next start: its
@@ -80,22 +66,4 @@ func (l *Lab) reboot(p *NodeProc) {
 		l.t.Errorf("lab: reboot %s: empty its run folder: %v", p.Name, err)
 	}
 	p.mark("%s: rebooting (did not stop cleanly: run folder emptied)", p.Name)
-}
-
-// procStartTime returns field 22 of /proc/PID/stat ("" if unreadable).
-func procStartTime(pid int) string {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return ""
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return ""
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return ""
-	}
-	return f[19] // field 22 overall: fields after the comm start at 3
 }
