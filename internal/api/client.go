@@ -40,51 +40,43 @@ func NewClient(endpoints []string, token string, tlsConf *tls.Config) *Client {
 
 // Status returns the cluster status as the answering node sees it.
 func (c *Client) Status(ctx context.Context) (Status, error) {
-	var s Status
-	err := c.do(ctx, http.MethodGet, "/v1/status", nil, &s)
-	return s, err
+	return call[Status](ctx, c, http.MethodGet, "/v1/status", nil)
 }
 
 // Properties lists the cluster properties.
 func (c *Client) Properties(ctx context.Context) ([]Property, error) {
-	var ps []Property
-	err := c.do(ctx, http.MethodGet, "/v1/properties", nil, &ps)
-	return ps, err
+	return call[[]Property](ctx, c, http.MethodGet, "/v1/properties", nil)
 }
 
 // Property returns one property, or an error with CodeNotFound.
 func (c *Client) Property(ctx context.Context, name string) (Property, error) {
-	var p Property
-	err := c.do(ctx, http.MethodGet, "/v1/properties/"+url.PathEscape(name), nil, &p)
-	return p, err
+	return call[Property](ctx, c, http.MethodGet, "/v1/properties/"+url.PathEscape(name), nil)
 }
 
 // SetProperty sets a property; it returns once a quorum has committed it.
 func (c *Client) SetProperty(ctx context.Context, name, value string) (WriteResult, error) {
-	var res WriteResult
-	err := c.do(ctx, http.MethodPut, "/v1/properties/"+url.PathEscape(name), setPropertyBody{Value: value}, &res)
-	return res, err
+	return call[WriteResult](ctx, c, http.MethodPut, "/v1/properties/"+url.PathEscape(name), setPropertyBody{Value: value})
 }
 
 // DeleteProperty removes a property; it returns once a quorum has committed it.
 func (c *Client) DeleteProperty(ctx context.Context, name string) (WriteResult, error) {
-	var res WriteResult
-	err := c.do(ctx, http.MethodDelete, "/v1/properties/"+url.PathEscape(name), nil, &res)
-	return res, err
+	return call[WriteResult](ctx, c, http.MethodDelete, "/v1/properties/"+url.PathEscape(name), nil)
 }
 
 // Join asks the cluster to admit a node.
 func (c *Client) Join(ctx context.Context, req JoinRequest) (JoinResponse, error) {
-	var res JoinResponse
-	err := c.do(ctx, http.MethodPost, "/v1/nodes", req, &res)
-	return res, err
+	return call[JoinResponse](ctx, c, http.MethodPost, "/v1/nodes", req)
 }
 
 // RemoveNode removes a node from the cluster.
 func (c *Client) RemoveNode(ctx context.Context, name string) (WriteResult, error) {
-	var res WriteResult
-	err := c.do(ctx, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil, &res)
-	return res, err
+	return call[WriteResult](ctx, c, http.MethodDelete, "/v1/nodes/"+url.PathEscape(name), nil)
+}
+
+// call sends one request and decodes the answer into a T: the one shape of
+// every Client method.
+func call[T any](ctx context.Context, c *Client, method, path string, in any) (T, error) {
+	return call[T](ctx, c, method, path, in)
 }
 
 // do sends one request, trying each endpoint in turn while the failure is a

@@ -251,38 +251,28 @@ func fencingPath(parts ...string) string {
 
 // FenceDevices lists the fence devices.
 func (c *Client) FenceDevices(ctx context.Context) ([]FenceDevice, error) {
-	var out []FenceDevice
-	err := c.do(ctx, http.MethodGet, fencingPath("devices"), nil, &out)
-	return out, err
+	return call[[]FenceDevice](ctx, c, http.MethodGet, fencingPath("devices"), nil)
 }
 
 // FenceDevice returns one fence device.
 func (c *Client) FenceDevice(ctx context.Context, name string) (FenceDevice, error) {
-	var out FenceDevice
-	err := c.do(ctx, http.MethodGet, fencingPath("devices", name), nil, &out)
-	return out, err
+	return call[FenceDevice](ctx, c, http.MethodGet, fencingPath("devices", name), nil)
 }
 
 // CreateFenceDevice creates a fence device, validated against its agent's
 // metadata on the answering node.
 func (c *Client) CreateFenceDevice(ctx context.Context, req CreateFenceDeviceRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, fencingPath("devices"), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, fencingPath("devices"), req)
 }
 
 // UpdateFenceDevice changes a fence device's options.
 func (c *Client) UpdateFenceDevice(ctx context.Context, name string, req UpdateFenceDeviceRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPatch, fencingPath("devices", name), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPatch, fencingPath("devices", name), req)
 }
 
 // DeleteFenceDevice deletes a fence device that no level uses.
 func (c *Client) DeleteFenceDevice(ctx context.Context, name string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodDelete, fencingPath("devices", name), nil, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodDelete, fencingPath("devices", name), nil)
 }
 
 // FenceLevels lists the topology levels of node, or of every node when
@@ -300,9 +290,7 @@ func (c *Client) FenceLevels(ctx context.Context, node string) ([]FenceLevel, er
 // SetFenceLevel adds (or, with Replace, replaces) one level of a node's
 // topology.
 func (c *Client) SetFenceLevel(ctx context.Context, node string, level int, req FenceLevelRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPut, fencingPath("levels", node, strconv.Itoa(level)), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPut, fencingPath("levels", node, strconv.Itoa(level)), req)
 }
 
 // RemoveFenceLevel removes one level of a node's topology, or every level
@@ -333,7 +321,5 @@ func (c *Client) FenceHistory(ctx context.Context, node string) (FenceHistory, e
 // running one). It returns once the request is committed; the outcome
 // appears in the history.
 func (c *Client) RequestFence(ctx context.Context, node string, req FenceNodeRequest) (FenceNodeResult, error) {
-	var out FenceNodeResult
-	err := c.do(ctx, http.MethodPost, fencingPath("requests", node), req, &out)
-	return out, err
+	return call[FenceNodeResult](ctx, c, http.MethodPost, fencingPath("requests", node), req)
 }

@@ -494,169 +494,123 @@ func resourcePath(id string, rest ...string) string {
 
 // Resources lists the configured resources with their instances' states.
 func (c *Client) Resources(ctx context.Context) ([]ResourceSummary, error) {
-	var out []ResourceSummary
-	err := c.do(ctx, http.MethodGet, "/v1/resources", nil, &out)
-	return out, err
+	return call[[]ResourceSummary](ctx, c, http.MethodGet, "/v1/resources", nil)
 }
 
 // Resource returns one resource's configuration and state.
 func (c *Client) Resource(ctx context.Context, id string) (ResourceDetail, error) {
-	var out ResourceDetail
-	err := c.do(ctx, http.MethodGet, resourcePath(id), nil, &out)
-	return out, err
+	return call[ResourceDetail](ctx, c, http.MethodGet, resourcePath(id), nil)
 }
 
 // CreateResource creates a resource; it returns once a quorum has
 // committed it.
 func (c *Client) CreateResource(ctx context.Context, req CreateResourceRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, "/v1/resources", req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, "/v1/resources", req)
 }
 
 // UpdateResource changes a resource.
 func (c *Client) UpdateResource(ctx context.Context, id string, req UpdateResourceRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPatch, resourcePath(id), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPatch, resourcePath(id), req)
 }
 
 // DeleteResource deletes a stopped, disabled resource and the constraints
 // that name it.
 func (c *Client) DeleteResource(ctx context.Context, id string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodDelete, resourcePath(id), nil, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodDelete, resourcePath(id), nil)
 }
 
 // MoveResource adds the location constraint cli-prefer-<id>: +INFINITY on
 // node.
 func (c *Client) MoveResource(ctx context.Context, id, node string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, resourcePath(id, "move"), NodeTarget{Node: node}, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, resourcePath(id, "move"), NodeTarget{Node: node})
 }
 
 // BanResource adds the location constraint cli-ban-<id>-on-<node>:
 // -INFINITY on node.
 func (c *Client) BanResource(ctx context.Context, id, node string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, resourcePath(id, "ban"), NodeTarget{Node: node}, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, resourcePath(id, "ban"), NodeTarget{Node: node})
 }
 
 // ClearResource removes the cli-* constraints of a resource.
 func (c *Client) ClearResource(ctx context.Context, id string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, resourcePath(id, "clear"), nil, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, resourcePath(id, "clear"), nil)
 }
 
 // RestartResource asks the nodes running the resource to restart it.
 func (c *Client) RestartResource(ctx context.Context, id string) (RequestResult, error) {
-	var out RequestResult
-	err := c.do(ctx, http.MethodPost, resourcePath(id, "restart"), nil, &out)
-	return out, err
+	return call[RequestResult](ctx, c, http.MethodPost, resourcePath(id, "restart"), nil)
 }
 
 // CleanupResource asks every node with a record of the resource to probe
 // it again and reset its fail count.
 func (c *Client) CleanupResource(ctx context.Context, id string) (RequestResult, error) {
-	var out RequestResult
-	err := c.do(ctx, http.MethodPost, resourcePath(id, "cleanup"), nil, &out)
-	return out, err
+	return call[RequestResult](ctx, c, http.MethodPost, resourcePath(id, "cleanup"), nil)
 }
 
 // AddToGroup adds resources to a group, creating it if needed.
 func (c *Client) AddToGroup(ctx context.Context, group string, req GroupRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, "/v1/groups/"+url.PathEscape(group), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, "/v1/groups/"+url.PathEscape(group), req)
 }
 
 // CloneResource clones a resource or group.
 func (c *Client) CloneResource(ctx context.Context, of string, req CloneRequest) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, resourcePath(of, "clone"), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, resourcePath(of, "clone"), req)
 }
 
 // Constraints lists every constraint.
 func (c *Client) Constraints(ctx context.Context) (Constraints, error) {
-	var out Constraints
-	err := c.do(ctx, http.MethodGet, "/v1/constraints", nil, &out)
-	return out, err
+	return call[Constraints](ctx, c, http.MethodGet, "/v1/constraints", nil)
 }
 
 // AddLocation adds a location constraint.
 func (c *Client) AddLocation(ctx context.Context, l Location) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, "/v1/constraints/location", l, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, "/v1/constraints/location", l)
 }
 
 // AddColocation adds a colocation constraint.
 func (c *Client) AddColocation(ctx context.Context, co Colocation) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, "/v1/constraints/colocation", co, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, "/v1/constraints/colocation", co)
 }
 
 // AddOrder adds an order constraint.
 func (c *Client) AddOrder(ctx context.Context, o Order) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPost, "/v1/constraints/order", o, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPost, "/v1/constraints/order", o)
 }
 
 // RemoveConstraint removes a constraint of any kind by id.
 func (c *Client) RemoveConstraint(ctx context.Context, id string) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodDelete, "/v1/constraints/"+url.PathEscape(id), nil, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodDelete, "/v1/constraints/"+url.PathEscape(id), nil)
 }
 
 // UpdateNode changes a node's settings (standby, maintenance, attributes,
 // utilization).
 func (c *Client) UpdateNode(ctx context.Context, name string, req NodeUpdate) (WriteResult, error) {
-	var out WriteResult
-	err := c.do(ctx, http.MethodPatch, "/v1/nodes/"+url.PathEscape(name), req, &out)
-	return out, err
+	return call[WriteResult](ctx, c, http.MethodPatch, "/v1/nodes/"+url.PathEscape(name), req)
 }
 
 // FenceConfirm records an operator's proof that a node is down (with Yes),
 // or says what it would release (without).
 func (c *Client) FenceConfirm(ctx context.Context, node string, req FenceConfirmRequest) (FenceConfirmResult, error) {
-	var out FenceConfirmResult
-	err := c.do(ctx, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/fence-confirm", req, &out)
-	return out, err
+	return call[FenceConfirmResult](ctx, c, http.MethodPost, "/v1/nodes/"+url.PathEscape(node)+"/fence-confirm", req)
 }
 
 // Explain returns the scheduler's reasons for a resource's placement.
 func (c *Client) Explain(ctx context.Context, resource string) (Explanation, error) {
-	var out Explanation
-	err := c.do(ctx, http.MethodGet, "/v1/explain/"+url.PathEscape(resource), nil, &out)
-	return out, err
+	return call[Explanation](ctx, c, http.MethodGet, "/v1/explain/"+url.PathEscape(resource), nil)
 }
 
 // Simulate runs the scheduler on hypothetical failures; nothing changes.
 func (c *Client) Simulate(ctx context.Context, req SimulateRequest) (SimulateResult, error) {
-	var out SimulateResult
-	err := c.do(ctx, http.MethodPost, "/v1/simulate", req, &out)
-	return out, err
+	return call[SimulateResult](ctx, c, http.MethodPost, "/v1/simulate", req)
 }
 
 // ExportConfig returns the resource configuration as YAML.
 func (c *Client) ExportConfig(ctx context.Context) (ConfigDocument, error) {
-	var out ConfigDocument
-	err := c.do(ctx, http.MethodGet, "/v1/config", nil, &out)
-	return out, err
+	return call[ConfigDocument](ctx, c, http.MethodGet, "/v1/config", nil)
 }
 
 // ApplyConfig replaces the resource configuration (or, with DryRun, says
 // what that would change and do).
 func (c *Client) ApplyConfig(ctx context.Context, req ApplyConfigRequest) (ApplyConfigResult, error) {
-	var out ApplyConfigResult
-	err := c.do(ctx, http.MethodPost, "/v1/config", req, &out)
-	return out, err
+	return call[ApplyConfigResult](ctx, c, http.MethodPost, "/v1/config", req)
 }

@@ -89,16 +89,7 @@ func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now ti
 			rec.FailCount = startFailCount(t.Config, rec.FailCount)
 			rec.LastFailure = now
 		}
-	case model.ActMigrateFrom:
-		ok = code == agents.CodeOK
-		if ok {
-			rec.State = model.StateStarted
-		} else {
-			rec.State = model.StateFailed
-			rec.FailCount++
-			rec.LastFailure = now
-		}
-	case model.ActMigrateTo:
+	case model.ActMigrateFrom, model.ActMigrateTo:
 		// After a successful migrate_to the instance may still be active
 		// here until the DC's stop (after migrate_from on the target):
 		// it stays recorded as started, without a recurring monitor.
