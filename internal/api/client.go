@@ -76,7 +76,9 @@ func (c *Client) RemoveNode(ctx context.Context, name string) (WriteResult, erro
 // call sends one request and decodes the answer into a T: the one shape of
 // every Client method.
 func call[T any](ctx context.Context, c *Client, method, path string, in any) (T, error) {
-	return call[T](ctx, c, method, path, in)
+	var out T
+	err := c.do(ctx, method, path, in, &out)
+	return out, err
 }
 
 // do sends one request, trying each endpoint in turn while the failure is a
