@@ -235,6 +235,11 @@ func (c *Controller) collect(v View) []store.Op {
 	tasks := map[string]bool{}
 	for _, t := range v.Tasks {
 		tasks[t.Node+"/"+t.ID] = true
+		// A task for a node proven down will never be answered: drop it,
+		// or its instance would stay "in motion" for ever.
+		if rec := v.NodeRecords[t.Node]; rec.Down != nil && rec.Down.BootID == rec.BootID {
+			ops = append(ops, store.Op{Key: clusterstate.TaskKey(t.Node, t.ID), Delete: true})
+		}
 	}
 	for _, r := range v.Results {
 		if tasks[r.Node+"/"+r.ID] {

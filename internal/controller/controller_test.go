@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -424,5 +425,39 @@ func TestNoQuorumNoActions(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.calls) > 0 {
 		t.Fatalf("fenced without quorum: %v", f.calls)
+	}
+}
+
+// A node lost uncleanly is fenced even when it runs nothing (Pacemaker's
+// rule); a node never seen alive is not.
+func TestLostEmptyNodeIsFenced(t *testing.T) {
+	f := &fakeFencer{ok: true}
+	w := newWorld(t, func(c *Config) { c.Fencer = f })
+	withDevice(w)
+	w.put(clusterstate.NodeKey("n3"), model.NodeRecord{V: 1, Name: "n3"}) // never alive: no incarnation
+	w.setAlive("n3", false)
+	w.setAlive("n2", false)
+	w.waitFor("n2 fenced", func() bool {
+		h := history(w)
+		return len(h) > 0 && h[0].Target == "n2" && h[0].OK
+	})
+	w.never("n3 (never seen alive) fenced", 300*time.Millisecond, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return slices.Contains(f.calls, "n3")
+	})
+}
+
+// A node proven down in its current incarnation is offline even while
+// membership still hears it (the moments after a power-off): nothing is
+// placed on it.
+func TestProofWinsOverMembership(t *testing.T) {
+	rec := model.NodeRecord{Name: "n2", BootID: 9, Probed: 9, Down: &model.DownProof{How: "fenced", BootID: 9}}
+	if got := NodeState("n2", true, rec, nil); got != model.NodeOffline {
+		t.Fatalf("alive with a proof for its boot: %s, want offline", got)
+	}
+	rec.BootID, rec.Probed = 10, 10 // it rebooted: the old proof no longer counts
+	if got := NodeState("n2", true, rec, nil); got != model.NodeOnline {
+		t.Fatalf("new incarnation: %s, want online", got)
 	}
 }

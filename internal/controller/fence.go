@@ -38,7 +38,7 @@ type target struct {
 
 // fenceTargets returns the nodes to prove down: those the plan asks for (lost
 // holding resources, or a failed stop) and the operators' requests.
-func fenceTargets(v View, plan *scheduler.Plan, self string) ([]target, []model.FenceRequest) {
+func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) bool) ([]target, []model.FenceRequest) {
 	var out []target
 	seen := map[string]bool{}
 	for _, f := range plan.Fence {
@@ -46,6 +46,20 @@ func fenceTargets(v View, plan *scheduler.Plan, self string) ([]target, []model.
 			seen[f.Node] = true
 			out = append(out, target{node: f.Node, reason: f.Reason, by: "dc " + self})
 		}
+	}
+	// Every node lost uncleanly is fenced, as Pacemaker does, even when it
+	// holds nothing: it may hold what the cluster does not know of (a
+	// start whose result never arrived), and it must not come back
+	// half-alive. A node never seen alive (no incarnation recorded) is not:
+	// it may simply not have been started yet.
+	for _, m := range v.Members {
+		rec := v.NodeRecords[m.Name]
+		if seen[m.Name] || m.Name == self || rec.BootID == 0 || alive(m.Name) ||
+			NodeState(m.Name, false, rec, v.Records) != model.NodeLost {
+			continue
+		}
+		seen[m.Name] = true
+		out = append(out, target{node: m.Name, reason: "lost uncleanly", by: "dc " + self})
 	}
 	var reqs []model.FenceRequest
 	for _, r := range v.FenceRequests {
@@ -69,7 +83,7 @@ func fenceTargets(v View, plan *scheduler.Plan, self string) ([]target, []model.
 // the lease arithmetic allows it. It returns the ops to commit with the
 // round (watchdog proofs) and their guards.
 func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Plan, term uint64) ([]store.Op, []store.Cmp) {
-	targets, _ := fenceTargets(v, plan, c.cfg.Self)
+	targets, _ := fenceTargets(v, plan, c.cfg.Self, c.cfg.Alive)
 	var ops []store.Op
 	var guards []store.Cmp
 	for _, t := range targets {

@@ -84,6 +84,11 @@ func (v View) NodeNames() []string {
 // snapshot puts it in standby, so its resources are stopped there and
 // started elsewhere by ordinary tasks.
 func NodeState(name string, alive bool, rec model.NodeRecord, records []model.ResourceRecord) string {
+	// A proof for the current incarnation wins over a membership view that
+	// still hears the node for a moment after it was powered off.
+	if rec.Down != nil && rec.Down.BootID == rec.BootID && rec.BootID != 0 {
+		return model.NodeOffline
+	}
 	if alive {
 		if rec.BootID != 0 && rec.Probed == rec.BootID {
 			return model.NodeOnline
