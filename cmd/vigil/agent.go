@@ -12,6 +12,7 @@ import (
 	"github.com/vigil-ha/vigil/internal/config"
 	"github.com/vigil-ha/vigil/internal/model"
 	"github.com/vigil-ha/vigil/internal/pki"
+	"github.com/vigil-ha/vigil/internal/watchdog"
 )
 
 func newAgentCmd(g *globals) *cobra.Command {
@@ -40,6 +41,22 @@ built-in defaults with its data in a temporary folder that is removed on exit.`,
 	cmd.Flags().BoolVar(&dev, "dev", false, "run a one-node cluster on built-in defaults, data in a temporary folder")
 	cmd.Flags().StringVar(&devAddr, "dev-addr", "127.0.0.1:7946", "with -dev: the node's address")
 	return cmd
+}
+
+// newWatchdogSupervisorCmd is the process watchdog backend's supervisor,
+// started by the agent itself (watchdog.StartProcess): hidden, with its
+// own flag parsing, and its exit code is the process's.
+func newWatchdogSupervisorCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:                watchdog.SupervisorCommand + " --timeout=DURATION --target=PGID",
+		Short:              "Kill a process group that stops petting (started by the agent)",
+		Hidden:             true,
+		DisableFlagParsing: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			os.Exit(watchdog.SupervisorMain(args))
+			return nil
+		},
+	}
 }
 
 func newWitnessCmd(g *globals) *cobra.Command {

@@ -36,6 +36,10 @@ type setupOptions struct {
 	nodeTimeout       time.Duration
 	twoNode, wfa, lms bool
 	expectedVotes     int
+	watchdog          string
+	watchdogTimeout   time.Duration
+	watchdogDevice    string
+	watchdogLease     time.Duration
 }
 
 func newSetupCmd(g *globals) *cobra.Command {
@@ -67,6 +71,10 @@ peer traffic).`,
 	f.BoolVar(&o.wfa, "wait-for-all", false, "no quorum after a cold start until all nodes were seen")
 	f.BoolVar(&o.lms, "last-man-standing", false, "recompute expected votes as nodes leave")
 	f.IntVar(&o.expectedVotes, "expected-votes", 0, "override the expected votes")
+	f.StringVar(&o.watchdog, "watchdog", "", "watchdog self-fencing backend: process (a supervisor process; labs, containers) or device (/dev/watchdog)")
+	f.DurationVar(&o.watchdogTimeout, "watchdog-timeout", model.DefaultWatchdogTimeout, "the watchdog resets a node not petted for this long")
+	f.StringVar(&o.watchdogDevice, "watchdog-device", "", "watchdog device of the device backend (default "+model.DefaultWatchdogDevice+")")
+	f.DurationVar(&o.watchdogLease, "watchdog-lease", model.DefaultWatchdogLease, "node lease: at most --node-timeout")
 	return cmd
 }
 
@@ -95,6 +103,14 @@ func runSetup(g *globals, name string, o setupOptions) error {
 	if o.wfa {
 		t := true
 		c.Quorum.WaitForAll = &t
+	}
+	if o.watchdog != "" {
+		c.Watchdog = model.WatchdogConfig{
+			Backend: o.watchdog,
+			Timeout: model.Duration(o.watchdogTimeout),
+			Device:  o.watchdogDevice,
+			Lease:   model.Duration(o.watchdogLease),
+		}
 	}
 	add := func(args []string, role model.Role) error {
 		for _, a := range args {

@@ -64,6 +64,7 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newFenceCmd(g),
 		newVersionCmd(g),
 		newDemoCmd(g),
+		newWatchdogSupervisorCmd(),
 	)
 	return root
 }

@@ -31,6 +31,7 @@ import (
 	"github.com/vigil-ha/vigil/internal/pki"
 	"github.com/vigil-ha/vigil/internal/quorum"
 	"github.com/vigil-ha/vigil/internal/store"
+	"github.com/vigil-ha/vigil/internal/watchdog"
 )
 
 // loopEvery is how often the agent re-evaluates quorum, peers and voter
@@ -76,7 +77,16 @@ type Agent struct {
 
 	qopts quorum.Options
 
+	// lease is the node lease and the DC's judge of self-fencing; wd the
+	// watchdog (nil without one), petted by petLoop until stopPets.
+	lease    *leaseState
+	wd       watchdog.Watchdog
+	stopPets context.CancelFunc
+	petsDone chan struct{}
+	infoMu   sync.Mutex // serializes setInfo
+
 	mu        sync.Mutex
+	infoFlags byte // the quorum flags of the heartbeat Info
 	qstate    quorum.State
 	qresult   quorum.Result
 	peersSeen string // fingerprint of the member list last given to membership
@@ -113,6 +123,12 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	}
 	for _, w := range quorum.Warnings(a.qopts, quorumVoters(f.Nodes), false) {
 		a.log.Warn("unsafe configuration: " + w)
+	}
+	if a.lease, err = newLeaseState(f); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	if f.Watchdog.Enabled() && f.Quorum.TwoNode && len(f.Nodes) == 2 {
+		a.log.Warn("unsafe configuration: watchdog with two_node and no witness: a node's lease needs a majority of the voters' echoes, so on a partition both nodes lose it and stop their resources (and a hung survivor is reset); add a witness")
 	}
 	if a.key, err = pki.LoadKey(f.KeyPath()); err != nil {
 		return nil, err
@@ -200,12 +216,25 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	}
 	a.agents = agents.NewRegistry(agents.Options{StateDir: f.RunPath(), Logger: a.log})
 	if !self.IsWitness() {
-		a.exec = executor.New(executor.Config{Node: self.Name, BootID: a.bootID, Store: a.node, Agents: a.agents, Log: a.log})
+		// Armed before anything can start a resource; petted from here on.
+		if err := a.startWatchdog(); err != nil {
+			return nil, err
+		}
+		ecfg := executor.Config{Node: self.Name, BootID: a.bootID, Store: a.node, Agents: a.agents, Log: a.log, Watchdog: a.watchdogInfo()}
+		if a.wd != nil {
+			ecfg.Lease = a.holdsLease
+		}
+		a.exec = executor.New(ecfg)
 		a.fencer = fencing.NewRunner(fencing.Options{Logger: a.log})
 		a.ctrl = controller.New(controller.Config{
 			Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log,
-			Fencer: a.fencer,
+			Fencer: a.fencer, SelfFenced: a.selfFenced,
 		})
+		if a.wd != nil {
+			pctx, stop := context.WithCancel(context.Background())
+			a.stopPets, a.petsDone = stop, make(chan struct{})
+			go func() { defer close(a.petsDone); a.petLoop(pctx) }()
+		}
 	}
 
 	mux := http.NewServeMux()
@@ -262,6 +291,8 @@ func (a *Agent) run(ctx context.Context) error {
 	var work sync.WaitGroup
 	defer func() { stopWork(); work.Wait() }()
 	go a.relayTransportReports(workCtx)
+	work.Add(1)
+	go func() { defer work.Done(); a.leaseLoop(workCtx) }()
 	if a.exec != nil {
 		work.Add(2)
 		go func() { defer work.Done(); _ = a.exec.Run(workCtx) }()
@@ -280,6 +311,12 @@ func (a *Agent) run(ctx context.Context) error {
 		case ch, ok := <-changes:
 			if !ok {
 				changes = nil
+				continue
+			}
+			if ch.Kind == membership.ChangeInfo {
+				// Loss reports change the Info at every heartbeat while a
+				// node is lost: the lease loop and the periodic refresh
+				// read it.
 				continue
 			}
 			a.logChange(ch)
@@ -690,6 +727,7 @@ func (a *Agent) balanceVoters(ctx context.Context) {
 
 // close releases everything start acquired, in reverse order.
 func (a *Agent) close() {
+	a.closeWatchdog()
 	for _, s := range a.servers {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 		_ = s.Shutdown(ctx)

@@ -9,8 +9,11 @@ import (
 	"github.com/vigil-ha/vigil/internal/store"
 )
 
-// Heartbeat info flags: what a node tells its peers about its quorum view
-// in every heartbeat (membership carries the bytes opaquely).
+// Heartbeat info: [infoVersion, flags] and then, when this node misses
+// some voters, its lease loss report (lease.MemberSet wire format; see
+// lease.go). The flags say what a node tells its peers about its quorum view
+// (membership carries the bytes opaquely). A reader ignores bytes it does
+// not know, so the report did not need a new version.
 const (
 	infoVersion     = 1
 	infoQuorate     = 1 << 0
@@ -125,9 +128,10 @@ func (a *Agent) updateQuorum() {
 	if st.WaitForAllDone {
 		flags |= infoWaitForAllD
 	}
-	if err := a.mship.SetInfo([]byte{infoVersion, flags}); err != nil {
-		a.log.Error("set heartbeat info", "err", err)
-	}
+	a.mu.Lock()
+	a.infoFlags = flags
+	a.mu.Unlock()
+	a.setInfo()
 }
 
 func (a *Agent) quorum() quorum.Result {

@@ -21,6 +21,12 @@
 //     instance, and serve cleanup requests (status/cleanup/<self>/<inst>).
 //  4. Leave cleanly when asked ([Executor.Leave]): set Left and keep
 //     running the DC's stop tasks until nothing runs here.
+//  5. Self-stop when the agent says the node's lease is ending or its
+//     quorum is lost ([Executor.SelfStop]): stop everything active here
+//     without writing anything, run nothing more, and when the agent says
+//     the node may rejoin ([Executor.Rejoin]) go back to 1 (a fresh record
+//     with Probed 0 and no Down, then probes) before taking work. A node
+//     that finds its own record proven down while it runs does the same.
 //
 // Actions on one instance never overlap: each instance has a queue, run by
 // one goroutine at a time, that takes tasks in ID order, cleanups and
@@ -89,6 +95,7 @@ const (
 	proposeTimeout = 10 * time.Second
 	// leaveWriteTimeout bounds the attempts to record Left.
 	leaveWriteTimeout = 5 * time.Second
+	leavePoll         = 50 * time.Millisecond
 	minBackoff        = 50 * time.Millisecond
 	maxBackoff        = 2 * time.Second
 )
@@ -97,6 +104,8 @@ const (
 const (
 	RefusedRestarted   = "node restarted before running it"
 	RefusedMaintenance = "maintenance"
+	RefusedSelfStopped = "node stopped its resources (lease or quorum lost) before running it"
+	RefusedNoLease     = "node does not hold its lease"
 )
 
 // Config configures an Executor.
@@ -120,6 +129,13 @@ type Config struct {
 	// ProbeParallelism bounds the start-up probes that run at once;
 	// default DefaultProbeParallelism.
 	ProbeParallelism int
+	// Watchdog, when set, is written into this node's record at every
+	// registration: the DC then knows the node resets itself when its
+	// lease ends.
+	Watchdog *model.WatchdogInfo
+	// Lease reports whether the node holds its lease (nil: always). A
+	// start or migrate_from is refused while it does not.
+	Lease func() bool
 }
 
 // Executor runs actions and monitors on one node. Create it with New, run
@@ -143,6 +159,22 @@ type Executor struct {
 	insts      map[string]*instance
 	wg         sync.WaitGroup
 
+	// Self-stop (selfstop.go). local is what this incarnation knows may
+	// be active here (instance → true), authoritative once localKnown
+	// (its probes ran); before that the node's records count.
+	selfStopped  bool
+	stopGen      uint64             // bumped by every self-stop
+	stopping     bool               // a self-stop coordinator runs
+	stopAgain    bool               // ... and must run once more
+	stopDone     chan struct{}      // closed when the coordinator ends
+	joinCancel   context.CancelFunc // cancels a join in progress
+	rejoinWanted bool
+	joins        int // joins completed
+	localKnown   bool
+	local        map[string]bool
+	lastConfig   map[string]model.Resource // of the last task per instance
+	stoppedHere  map[string]time.Time      // what self-stops stopped
+
 	// Configuration cache, refreshed when the epoch moves.
 	cfgEpoch uint64
 	conf     model.Config
@@ -156,6 +188,10 @@ type instance struct {
 	queue []job
 	busy  bool // a worker goroutine owns the queue
 	mon   *monitor
+	// cancel aborts the job running now; selfStop says it is a self-stop
+	// (which a later self-stop does not abort).
+	cancel   context.CancelFunc
+	selfStop bool
 }
 
 // job is one entry of an instance's queue: a task, a cleanup, or one run
@@ -166,6 +202,10 @@ type job struct {
 	restart bool
 	mon     *monitor
 	done    chan bool // monitor runs: receives whether it failed
+	// selfStop: stop the instance without writing anything; stopped
+	// receives whether it is stopped.
+	selfStop bool
+	stopped  chan bool
 }
 
 // New returns an executor. It panics on a missing required field (a
@@ -194,13 +234,16 @@ func New(cfg Config) *Executor {
 		cfg.ProbeParallelism = DefaultProbeParallelism
 	}
 	return &Executor{
-		cfg:        cfg,
-		log:        cfg.Log.With("component", "executor"),
-		kick:       make(chan struct{}, 1),
-		active:     map[string]bool{},
-		cleaning:   map[string]bool{},
-		restarting: map[string]bool{},
-		insts:      map[string]*instance{},
+		cfg:         cfg,
+		log:         cfg.Log.With("component", "executor"),
+		kick:        make(chan struct{}, 1),
+		active:      map[string]bool{},
+		cleaning:    map[string]bool{},
+		restarting:  map[string]bool{},
+		insts:       map[string]*instance{},
+		local:       map[string]bool{},
+		lastConfig:  map[string]model.Resource{},
+		stoppedHere: map[string]time.Time{},
 	}
 }
 
@@ -225,26 +268,88 @@ func (e *Executor) Run(ctx context.Context) error {
 	e.mu.Unlock()
 	defer e.shutdown()
 
-	if err := e.register(ctx); err != nil {
-		return ignoreDone(ctx, err)
+	for {
+		err := e.join(ctx)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err == nil:
+			e.serve(ctx)
+			if ctx.Err() != nil {
+				return nil
+			}
+		case !e.SelfStopped():
+			return err
+		}
+		// Self-stopped (during the join or after): wait until the agent
+		// says the node may rejoin, then register and probe again.
+		if err := e.waitRejoin(ctx); err != nil {
+			return nil
+		}
 	}
-	if err := e.refuseStale(ctx); err != nil {
-		return ignoreDone(ctx, err)
+}
+
+// join registers this incarnation (again, after a self-stop: a fresh
+// record, Probed 0, no Down), refuses the tasks it will not run, probes
+// every instance and sets Probed. A self-stop cancels it.
+func (e *Executor) join(ctx context.Context) error {
+	jctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e.mu.Lock()
+	if e.selfStopped && e.stopping {
+		e.mu.Unlock()
+		return errSelfStopped
 	}
-	if err := e.probeAll(ctx); err != nil {
-		return ignoreDone(ctx, err)
+	gen, again := e.stopGen, e.joins > 0
+	e.joinCancel = cancel
+	e.mu.Unlock()
+	defer func() {
+		e.mu.Lock()
+		e.joinCancel = nil
+		e.mu.Unlock()
+	}()
+	reason := RefusedRestarted
+	if again {
+		reason = RefusedSelfStopped
+		e.log.Warn("executor: rejoining after a self-stop: registering again and probing every resource before taking any work")
 	}
-	if err := e.updateNode(ctx, "probed", false, func(r *model.NodeRecord) { r.Probed = e.cfg.BootID }); err != nil {
-		return ignoreDone(ctx, err)
+	if err := e.updateNode(jctx, "register", true, func(*model.NodeRecord) {}); err != nil {
+		return err
 	}
+	if err := e.refuseStale(jctx, reason); err != nil {
+		return err
+	}
+	if err := e.probeAll(jctx); err != nil {
+		return err
+	}
+	if err := e.updateNode(jctx, "probed", false, func(r *model.NodeRecord) { r.Probed = e.cfg.BootID }); err != nil {
+		return err
+	}
+	e.mu.Lock()
+	if e.stopGen != gen {
+		e.mu.Unlock()
+		return errSelfStopped
+	}
+	e.selfStopped = false
+	e.joins++
+	clear(e.active) // tasks left unanswered are refused above
+	e.mu.Unlock()
 	e.probed.Store(true)
-	e.log.Info("executor: probed; ready for tasks", "boot_id", e.cfg.BootID)
+	e.log.Info("executor: probed; ready for tasks", "boot_id", e.cfg.BootID, "rejoin", again)
+	return nil
+}
+
+// serve runs tasks, monitors and cleanups until ctx ends or a self-stop.
+func (e *Executor) serve(ctx context.Context) {
 	for {
 		w := e.cfg.Store.Watch()
+		if e.SelfStopped() {
+			return
+		}
 		e.reconcile(ctx)
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-w:
 		case <-e.kick:
 		}
@@ -291,7 +396,17 @@ func (e *Executor) Leave(ctx context.Context) error {
 	defer cancel()
 	e.mu.Lock()
 	e.leaving = true
+	stopped := e.selfStopped
 	e.mu.Unlock()
+	if stopped {
+		// The DC cannot stop anything here through tasks the executor
+		// will not run: what ran here was stopped by the self-stop.
+		if n := e.LocalActive(); n > 0 {
+			return fmt.Errorf("%w: self-stopped with %d resources still active", ErrLeaveTimeout, n)
+		}
+		e.log.Warn("executor: leaving while self-stopped: nothing runs here, but the records stay until the node is proven down")
+		return nil
+	}
 
 	wctx, wcancel := context.WithTimeout(ctx, leaveWriteTimeout)
 	err := e.updateNode(wctx, "leave", false, func(r *model.NodeRecord) { r.Left = true })
@@ -331,19 +446,16 @@ func (e *Executor) Leave(ctx context.Context) error {
 			e.log.Info("executor: left cleanly: nothing runs here")
 			return nil
 		}
+		// A task's worker forgets it (e.active) just after its result is
+		// committed, which is no store change: poll as well.
 		select {
 		case <-w:
+		case <-time.After(leavePoll):
 		case <-ctx.Done():
 			e.log.Warn("executor: leave bound reached with resources not stopped", "resources", left)
 			return fmt.Errorf("%w: not stopped: %s", ErrLeaveTimeout, strings.Join(left, ", "))
 		}
 	}
-}
-
-// register writes this incarnation's node record: alive, not probed, not
-// left (unless Leave came first), no down proof.
-func (e *Executor) register(ctx context.Context) error {
-	return e.updateNode(ctx, "register", true, func(*model.NodeRecord) {})
 }
 
 // updateNode applies fn to this node's record and writes it, retrying
@@ -359,6 +471,7 @@ func (e *Executor) updateNode(ctx context.Context, what string, fresh bool, fn f
 		rec = model.NodeRecord{Name: e.cfg.Node, BootID: e.cfg.BootID}
 	}
 	rec.V = clusterstate.FormatVersion
+	rec.Watchdog = e.cfg.Watchdog
 	fn(&rec)
 	e.mu.Lock()
 	rec.Left = rec.Left || e.leaving

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -224,6 +225,7 @@ type tracker struct {
 	maxTotal int
 	overlaps []string
 	actions  map[string][]string // instance → actions in start order
+	all      []string            // "instance action", all instances, in start order
 }
 
 func newTracker(a Agents) *tracker {
@@ -242,6 +244,12 @@ func (tr *tracker) history(inst string) []string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	return append([]string(nil), tr.actions[inst]...)
+}
+
+func (tr *tracker) sequence() []string {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.all)
 }
 
 type trackedAgent struct {
@@ -263,6 +271,7 @@ func (a trackedAgent) Exec(ctx context.Context, req agents.Request) agents.Resul
 		act = "recurring-monitor"
 	}
 	tr.actions[req.Resource] = append(tr.actions[req.Resource], act)
+	tr.all = append(tr.all, req.Resource+" "+act)
 	tr.mu.Unlock()
 	defer func() {
 		tr.mu.Lock()

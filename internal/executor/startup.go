@@ -17,7 +17,7 @@ import (
 // it was issued to an earlier incarnation, or while the node was down. Its
 // action may or may not have run; the probes that follow tell the DC what
 // runs now.
-func (e *Executor) refuseStale(ctx context.Context) error {
+func (e *Executor) refuseStale(ctx context.Context, reason string) error {
 	var ops []store.Op
 	e.cfg.Store.Read(func(s *store.State) {
 		prefix := clusterstate.PrefixTasks + e.cfg.Node + "/"
@@ -28,7 +28,7 @@ func (e *Executor) refuseStale(ctx context.Context) error {
 			}
 			var t model.Task
 			_ = decode(k, it.Value, &t) // best effort: the term, for the DC
-			ops = append(ops, e.resultOp(model.TaskResult{ID: id, Term: t.Term, Refused: RefusedRestarted}))
+			ops = append(ops, e.resultOp(model.TaskResult{ID: id, Term: t.Term, Refused: reason}))
 			return true
 		})
 	})
@@ -96,6 +96,22 @@ probe:
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	// What runs here is known from now on, written or not: the watchdog
+	// and the self-stop go by it.
+	e.mu.Lock()
+	clear(e.local)
+	for inst, r := range recs {
+		if _, ok := e.instByID[inst]; !ok && r.State != model.StateStopped {
+			e.local[inst] = true // not configured: the DC stops it with a task
+		}
+	}
+	for i, in := range insts {
+		if probeState(results[i].Code) != model.StateStopped {
+			e.local[in.ID] = true
+		}
+	}
+	e.localKnown = true
+	e.mu.Unlock()
 
 	now := e.cfg.Now()
 	var ops []store.Op

@@ -14,6 +14,7 @@ import (
 
 // view is what one reconcile round reads from the store.
 type view struct {
+	downNow  bool // this incarnation's record carries a down proof
 	dcTerm   uint64
 	maint    bool
 	tasks    []taskEntry // without a result, in ID order
@@ -32,6 +33,9 @@ type taskEntry struct {
 func (e *Executor) readViewLocked(s *store.State) view {
 	_ = e.refreshConfigLocked(s) // logged; the cache stays
 	v := view{dcTerm: clusterstate.DC(s).Term, maint: e.maintenance(s), records: e.recordsOf(s)}
+	if rec := clusterstate.NodeRecord(s, e.cfg.Node); rec.BootID == e.cfg.BootID && rec.Down != nil && rec.Down.BootID == e.cfg.BootID {
+		v.downNow = true
+	}
 	prefix := clusterstate.PrefixTasks + e.cfg.Node + "/"
 	s.Range(prefix, func(k string, it store.Item) bool {
 		id := strings.TrimPrefix(k, prefix)
@@ -109,12 +113,20 @@ func (e *Executor) reconcile(ctx context.Context) {
 	var refusals []store.Op
 	var refused []string
 	e.mu.Lock()
-	if e.closed {
+	if e.closed || e.selfStopped {
 		e.mu.Unlock()
 		return
 	}
 	var v view
 	e.cfg.Store.Read(func(s *store.State) { v = e.readViewLocked(s) })
+	if v.downNow {
+		// Someone proved this node down while it runs: whatever it ran
+		// may run elsewhere already. Stop everything, then rejoin as a
+		// fenced node does.
+		e.beginSelfStopLocked("this node is recorded as proven down while it runs")
+		e.mu.Unlock()
+		return
+	}
 	for _, te := range v.tasks {
 		e.active[te.id] = true
 		if why := refusal(te, v.dcTerm, v.maint); why != "" {
@@ -194,24 +206,32 @@ func (e *Executor) work(ctx context.Context, in *instance) {
 		}
 		j := in.queue[0]
 		in.queue = in.queue[1:]
+		jctx, cancel := context.WithCancel(ctx)
+		in.cancel, in.selfStop = cancel, j.selfStop
 		e.mu.Unlock()
 
-		failed, answered := false, true
-		if ctx.Err() == nil {
+		failed, answered, stopped := false, true, false
+		if jctx.Err() == nil {
 			switch {
+			case j.selfStop:
+				stopped = e.runSelfStop(jctx, in.id)
 			case j.task != nil:
-				answered = e.runTask(ctx, *j.task)
+				answered = e.runTask(jctx, *j.task)
 			case j.cleanup:
-				e.runCleanup(ctx, in.id)
+				e.runCleanup(jctx, in.id)
 			case j.restart:
-				e.runRestart(ctx, in.id)
+				e.runRestart(jctx, in.id)
 			case j.mon != nil:
-				failed = e.runMonitor(ctx, j.mon)
+				failed = e.runMonitor(jctx, j.mon)
 			}
 		}
+		cancel()
 
 		e.mu.Lock()
+		in.cancel, in.selfStop = nil, false
 		switch {
+		case j.selfStop:
+			j.stopped <- stopped
 		case j.task != nil:
 			if answered || ctx.Err() != nil {
 				// Else the store rejected the result: keep the task marked
@@ -249,6 +269,22 @@ func (e *Executor) runTask(ctx context.Context, t model.Task) bool {
 		why = refusal(taskEntry{id: t.ID, task: t}, clusterstate.DC(s).Term, e.maintenance(s))
 		old, found = e.record(s, t.Resource)
 	})
+	if why == "" && (t.Action == model.ActStart || t.Action == model.ActMigrateFrom) && e.cfg.Lease != nil && !e.cfg.Lease() {
+		why = RefusedNoLease
+	}
+	e.mu.Lock()
+	stopped := e.selfStopped
+	if !stopped && why == "" {
+		e.lastConfig[t.Resource] = t.Config
+		if t.Action == model.ActStart || t.Action == model.ActMigrateFrom {
+			e.local[t.Resource] = true // from the moment the agent may act
+		}
+	}
+	e.mu.Unlock()
+	if stopped {
+		log.Warn("executor: not running task: self-stopped")
+		return true
+	}
 	if why != "" {
 		log.Info("executor: refusing task", "why", why)
 		err := e.commit(ctx, "refusal of task "+t.ID, []store.Op{e.resultOp(model.TaskResult{ID: t.ID, Term: t.Term, Refused: why})})
@@ -264,6 +300,7 @@ func (e *Executor) runTask(ctx context.Context, t model.Task) bool {
 		return true
 	}
 	rec, ok := afterTask(e.baseRecord(old, found, t.Resource), t, res, e.cfg.Now())
+	e.setLocal(t.Resource, rec.State)
 	result := model.TaskResult{ID: t.ID, Term: t.Term, RC: int(res.Code), OK: ok, Output: output(res), Duration: res.Duration}
 	if err := e.commit(ctx, "result of task "+t.ID, []store.Op{e.resultOp(result), e.recordOp(rec)}); err != nil {
 		log.Error("executor: result not written", "rc", res.Code, "err", err)
@@ -302,6 +339,7 @@ func (e *Executor) runCleanup(ctx context.Context, inst string) {
 			return
 		}
 		rec = afterProbe(rec, res, e.cfg.Now())
+		e.setLocal(inst, rec.State)
 	}
 	rec.FailCount = 0
 	rec.LastFailure = time.Time{}
@@ -355,6 +393,7 @@ func (e *Executor) runRestart(ctx context.Context, inst string) {
 		task.Action = model.ActStart
 		rec, _ = afterTask(rec, task, res, e.cfg.Now())
 	}
+	e.setLocal(inst, rec.State)
 	rec.LastOp = "restart (" + rec.LastOp + ")"
 	ops = append(ops, e.recordOp(rec))
 	if err := e.commit(ctx, "restart of "+inst, ops); err == nil {

@@ -291,9 +291,26 @@ type NodeState struct {
 	LastHeard time.Duration
 	// Restarts counts new incarnations seen since the first contact.
 	Restarts int
-	// Info is a copy of the newest Info received.
-	Info  []byte
-	Links []LinkState
+	// Info is a copy of the Info of the newest heartbeat received (by
+	// SendTime, over all links: a heartbeat delayed on one link never
+	// replaces newer Info from another).
+	Info []byte
+	// InfoSend is the SendTime (on the peer's clock) of the heartbeat
+	// whose Info is kept.
+	InfoSend time.Duration
+	// InfoHasEcho says that heartbeat was addressed to this node's current
+	// incarnation (its ToBoot is our BootID) and carried an echo;
+	// InfoEcho is then its EchoTime, on this node's clock: the peer had
+	// received our heartbeat sent at InfoEcho before it sent the Info.
+	InfoHasEcho bool
+	InfoEcho    time.Duration
+	// HasEcho says a heartbeat of the peer's current incarnation addressed
+	// to our current incarnation carried an echo; Echo is the newest such
+	// EchoTime (our own send time of the newest heartbeat the peer had
+	// received from us, on any link), on this node's clock.
+	HasEcho bool
+	Echo    time.Duration
+	Links   []LinkState
 }
 
 // ChangeKind says what a Change reports.
@@ -377,6 +394,15 @@ type peer struct {
 	firstHeard time.Duration
 	restarts   int
 	info       []byte
+
+	// Per incarnation of the peer: the heartbeat whose info is kept, and
+	// the newest echo addressed to us.
+	infoSet     bool
+	infoSend    time.Duration
+	infoHasEcho bool
+	infoEcho    time.Duration
+	hasEcho     bool
+	echo        time.Duration
 }
 
 type link struct {
@@ -421,6 +447,10 @@ func New(cfg Config, bootID uint64) (*Machine, error) {
 
 // Config returns the configuration with defaults applied.
 func (m *Machine) Config() Config { return m.cfg }
+
+// Now returns the Machine's time: the latest now passed to Tick or
+// Receive.
+func (m *Machine) Now() time.Duration { return m.now }
 
 // BootID returns this incarnation's boot ID.
 func (m *Machine) BootID() uint64 { return m.bootID }
@@ -633,6 +663,8 @@ func (m *Machine) Receive(now time.Duration, link int, msg Heartbeat) error {
 				BootID: msg.BootID, PrevBootID: p.bootID})
 		}
 		p.bootID = msg.BootID
+		p.infoSet, p.infoHasEcho, p.hasEcho = false, false, false
+		p.infoSend, p.infoEcho, p.echo = 0, 0, 0
 		for _, l := range p.links {
 			if l != nil {
 				l.resetIncarnation()
@@ -678,9 +710,25 @@ func (m *Machine) Receive(now time.Duration, link int, msg Heartbeat) error {
 	}
 	m.setLink(p, link, l, LinkUp)
 	m.setNode(p, StatusMember)
-	if !bytes.Equal(p.info, msg.Info) {
-		p.info = bytes.Clone(msg.Info)
-		m.changes = append(m.changes, Change{At: now, Kind: ChangeInfo, Node: p.name, Link: -1})
+	// The echo counts only when it is addressed to this incarnation (our
+	// earlier incarnations' send times mean nothing on our clock) and is
+	// not from the future.
+	echoed := msg.HasEcho && msg.ToBoot == m.bootID && msg.EchoTime <= now
+	if echoed && (!p.hasEcho || msg.EchoTime > p.echo) {
+		p.hasEcho, p.echo = true, msg.EchoTime
+	}
+	// Heartbeats race each other on different links: keep the Info of the
+	// one sent last, not of the one that arrived last.
+	if !p.infoSet || msg.SendTime > p.infoSend {
+		p.infoSet, p.infoSend = true, msg.SendTime
+		p.infoHasEcho, p.infoEcho = echoed, 0
+		if echoed {
+			p.infoEcho = msg.EchoTime
+		}
+		if !bytes.Equal(p.info, msg.Info) {
+			p.info = bytes.Clone(msg.Info)
+			m.changes = append(m.changes, Change{At: now, Kind: ChangeInfo, Node: p.name, Link: -1})
+		}
 	}
 	return nil
 }
@@ -744,6 +792,12 @@ func (m *Machine) nodeState(p *peer) NodeState {
 		LastHeard: p.lastHeard,
 		Restarts:  p.restarts,
 		Info:      bytes.Clone(p.info),
+		InfoSend:  p.infoSend,
+		HasEcho:   p.hasEcho,
+		Echo:      p.echo,
+	}
+	if p.infoHasEcho {
+		ns.InfoHasEcho, ns.InfoEcho = true, p.infoEcho
 	}
 	for i, l := range p.links {
 		if m.commonLink(p, i) == nil {

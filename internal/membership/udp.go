@@ -211,6 +211,11 @@ func (s *Service) stop() {
 
 func (s *Service) now() time.Duration { return time.Since(s.start) }
 
+// Now returns the monotonic offset the machine runs on: the clock of every
+// SendTime this node sends, of the echoes it gets back (NodeState.Echo,
+// InfoEcho) and of LastHeard. Time read from it never goes back.
+func (s *Service) Now() time.Duration { return s.now() }
+
 // run ticks the machine at a fraction of the interval, so that heartbeats
 // leave and timeouts are noticed within Interval/4 of being due.
 func (s *Service) run(ctx context.Context) {

@@ -97,6 +97,93 @@ func (t Timing) WithDefaults() Timing {
 	return t
 }
 
+// Watchdog backends (WatchdogConfig.Backend).
+const (
+	// WatchdogNone: no watchdog; a lost node's resources wait for a fence
+	// device or an operator.
+	WatchdogNone = ""
+	// WatchdogProcess: a supervisor process kills the agent's process group
+	// (the agent and everything it started) when not petted in time. For
+	// labs and containers.
+	WatchdogProcess = "process"
+	// WatchdogDevice: the Linux watchdog device resets the machine.
+	WatchdogDevice = "device"
+)
+
+// Watchdog defaults.
+const (
+	DefaultWatchdogTimeout = 2 * time.Second
+	DefaultWatchdogLease   = time.Second
+	DefaultWatchdogDevice  = "/dev/watchdog"
+)
+
+// WatchdogConfig configures watchdog self-fencing, the same on every node:
+// each node holds a lease from the quorum and pets its watchdog only while
+// the lease holds (or while it runs nothing), so that the quorum may treat a
+// silent node as reset after lease + watchdog time + margin.
+type WatchdogConfig struct {
+	// Backend is "" (none), "process" or "device".
+	Backend string `json:"backend,omitempty"`
+	// Timeout: the watchdog resets the node when not petted for this long
+	// (default 2s; the device backend rounds down to whole seconds).
+	Timeout Duration `json:"timeout,omitempty"`
+	// Device is the watchdog device of the device backend (default
+	// /dev/watchdog).
+	Device string `json:"device,omitempty"`
+	// Lease is the node lease (default 1s): how long one round of echoes
+	// from a majority lets a node keep petting. At most node_timeout.
+	Lease Duration `json:"lease,omitempty"`
+}
+
+// Enabled reports whether a watchdog backend is configured.
+func (w WatchdogConfig) Enabled() bool { return w.Backend != WatchdogNone }
+
+// WithDefaults returns w with zero fields set to the defaults.
+func (w WatchdogConfig) WithDefaults() WatchdogConfig {
+	if w.Timeout == 0 {
+		w.Timeout = Duration(DefaultWatchdogTimeout)
+	}
+	if w.Lease == 0 {
+		w.Lease = Duration(DefaultWatchdogLease)
+	}
+	if w.Backend == WatchdogDevice && w.Device == "" {
+		w.Device = DefaultWatchdogDevice
+	}
+	return w
+}
+
+// Validate checks the watchdog settings against the (defaulted) timings.
+func (w WatchdogConfig) Validate(t Timing) error {
+	w = w.WithDefaults()
+	t = t.WithDefaults()
+	switch w.Backend {
+	case WatchdogNone, WatchdogProcess, WatchdogDevice:
+	default:
+		return fmt.Errorf("watchdog: backend %q: want %q or %q (or empty for none)", w.Backend, WatchdogProcess, WatchdogDevice)
+	}
+	if !w.Enabled() {
+		if w.Device != "" {
+			return errors.New("watchdog: a device is set but no backend")
+		}
+		return nil
+	}
+	switch {
+	case w.Timeout < 0 || w.Lease < 0:
+		return errors.New("watchdog: durations must not be negative")
+	case w.Backend == WatchdogDevice && w.Timeout.D() < time.Second:
+		return fmt.Errorf("watchdog: timeout %s: the device backend needs at least 1s", w.Timeout)
+	case w.Timeout.D() < 100*time.Millisecond:
+		return fmt.Errorf("watchdog: timeout %s is below the 100ms floor", w.Timeout)
+	case w.Lease.D() > t.NodeTimeout.D():
+		return fmt.Errorf("watchdog: lease %s must not exceed node_timeout %s", w.Lease, t.NodeTimeout)
+	case w.Lease.D() < 2*t.Heartbeat.D():
+		return fmt.Errorf("watchdog: lease %s must be at least two heartbeats (%s)", w.Lease, 2*t.Heartbeat.D())
+	case w.Backend != WatchdogDevice && w.Device != "":
+		return fmt.Errorf("watchdog: device %q is only used by the %q backend", w.Device, WatchdogDevice)
+	}
+	return nil
+}
+
 // Cluster is the cluster-wide configuration that every node shares at
 // bootstrap. After bootstrap the replicated store is the source of truth for
 // membership; this is what `vigil cluster setup` writes.
@@ -105,6 +192,8 @@ type Cluster struct {
 	Nodes  []Node        `json:"nodes"`
 	Quorum QuorumOptions `json:"quorum,omitempty"`
 	Timing Timing        `json:"timing,omitempty"`
+	// Watchdog configures watchdog self-fencing (none by default).
+	Watchdog WatchdogConfig `json:"watchdog,omitzero"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
@@ -202,7 +291,7 @@ func (c Cluster) Validate() error {
 	if t.NodeTimeout.D() < 3*t.Heartbeat.D() {
 		return fmt.Errorf("timing: node_timeout %s must be at least three heartbeats (%s)", t.NodeTimeout, 3*t.Heartbeat.D())
 	}
-	return nil
+	return c.Watchdog.Validate(c.Timing)
 }
 
 // Node returns the node with the given name.

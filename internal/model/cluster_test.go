@@ -50,6 +50,31 @@ func TestClusterValidate(t *testing.T) {
 			c.Timing.Heartbeat = Duration(500 * time.Millisecond)
 			c.Timing.NodeTimeout = Duration(time.Second)
 		}, "at least three heartbeats"},
+		{"watchdog process", func(c *Cluster) { c.Watchdog.Backend = WatchdogProcess }, ""},
+		{"watchdog device", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogDevice, Timeout: Duration(5 * time.Second)}
+		}, ""},
+		{"watchdog none ignores a short node timeout", func(c *Cluster) { c.Timing.NodeTimeout = Duration(600 * time.Millisecond) }, ""},
+		{"watchdog unknown backend", func(c *Cluster) { c.Watchdog.Backend = "softdog" }, "backend \"softdog\""},
+		{"watchdog device below 1s", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogDevice, Timeout: Duration(500 * time.Millisecond)}
+		}, "at least 1s"},
+		{"watchdog timeout floor", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogProcess, Timeout: Duration(50 * time.Millisecond)}
+		}, "100ms floor"},
+		{"watchdog lease above node timeout", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogProcess, Lease: Duration(2 * time.Second)}
+		}, "must not exceed node_timeout"},
+		{"watchdog default lease above a short node timeout", func(c *Cluster) {
+			c.Watchdog.Backend = WatchdogProcess
+			c.Timing.NodeTimeout = Duration(600 * time.Millisecond)
+		}, "must not exceed node_timeout"},
+		{"watchdog lease below two heartbeats", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogProcess, Lease: Duration(300 * time.Millisecond)}
+		}, "two heartbeats"},
+		{"watchdog device path without device backend", func(c *Cluster) {
+			c.Watchdog = WatchdogConfig{Backend: WatchdogProcess, Device: "/dev/watchdog1"}
+		}, "only used by"},
 	}
 	for i, tt := range tests {
 		c := threeNodes()
@@ -63,6 +88,18 @@ func TestClusterValidate(t *testing.T) {
 		case tt.want != "" && !strings.Contains(err.Error(), tt.want):
 			t.Errorf("#%d %s: error %q, want it to contain %q", i, tt.name, err, tt.want)
 		}
+	}
+}
+
+func TestWatchdogDefaults(t *testing.T) {
+	got := WatchdogConfig{Backend: WatchdogDevice}.WithDefaults()
+	want := WatchdogConfig{Backend: WatchdogDevice, Timeout: Duration(DefaultWatchdogTimeout),
+		Lease: Duration(DefaultWatchdogLease), Device: DefaultWatchdogDevice}
+	if got != want {
+		t.Fatalf("defaults: got %+v, want %+v", got, want)
+	}
+	if p := (WatchdogConfig{Backend: WatchdogProcess}).WithDefaults(); p.Device != "" {
+		t.Fatalf("process backend got a device: %+v", p)
 	}
 }
 

@@ -1,0 +1,406 @@
+package executor
+
+// Self-stop: a node that loses its lease or its quorum stops what it runs
+// itself, before its lease ends, so that its watchdog need not fire and so
+// that the majority may recover the resources once it has proven the node
+// out of action (package lease). Without a quorum nothing can be written,
+// so a self-stop writes nothing: it runs the stops through the instances'
+// queues (never beside another action on the same instance), remembers
+// locally what it stopped, and the executor then refuses all work until
+// the agent says the node may rejoin. Rejoining is a fenced node's return:
+// a fresh node record (Probed 0, no Down), the unanswered tasks refused, a
+// probe of every instance, and only then Probed, before which the DC
+// schedules nothing here.
+
+import (
+	"context"
+	"errors"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/vigil-ha/vigil/internal/agents"
+	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/store"
+)
+
+// errSelfStopped: a join was interrupted by a self-stop.
+var errSelfStopped = errors.New("executor: self-stopped")
+
+// rejoinPoll is how often a self-stopped executor checks whether it may
+// rejoin while its stops finish.
+const rejoinPoll = 20 * time.Millisecond
+
+// SelfStop stops every instance this node believes active (what it started
+// or found running, and what its own records in its local view of the store
+// say), without any store write, and waits until they are stopped or ctx
+// ends. From the call on, the executor runs no task, cleanup, restart or
+// monitor, and any action in flight is aborted (its task stays unanswered:
+// the rejoin refuses it). It returns nil once nothing is active here
+// (LocalActive is 0), else an error naming what still runs. It may be called
+// again (say, when the lease ends while an earlier self-stop waits): stops
+// in flight go on, and the instances still active are stopped again.
+func (e *Executor) SelfStop(ctx context.Context, why string) error {
+	e.mu.Lock()
+	done := e.beginSelfStopLocked(why)
+	e.mu.Unlock()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if n, left := e.localActive(); n > 0 {
+		return errors.New("executor: self-stop: still active: " + strings.Join(left, ", "))
+	}
+	return nil
+}
+
+// SelfStopped reports whether the executor is self-stopped: it runs
+// nothing new until it has rejoined.
+func (e *Executor) SelfStopped() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.selfStopped
+}
+
+// Rejoin tells a self-stopped executor that the node may rejoin (it is
+// quorate and holds its lease again). Once its stops have finished it
+// registers again and probes every instance before it takes any work. The
+// agent calls it as long as that holds; it does nothing when the executor
+// is not self-stopped.
+func (e *Executor) Rejoin() {
+	e.mu.Lock()
+	if e.selfStopped {
+		e.rejoinWanted = true
+	}
+	e.mu.Unlock()
+	e.poke()
+}
+
+// LocalActive returns how many instances may be active on this node as far
+// as this incarnation knows: what it found running, started, or failed to
+// stop. Before its first probes it counts the node's records in its view of
+// the store that are not stopped (they may be an earlier incarnation's).
+// The agent pets its watchdog without a lease only while this is 0.
+func (e *Executor) LocalActive() int {
+	n, _ := e.localActive()
+	return n
+}
+
+// StoppedHere returns the instances that self-stops stopped on this node,
+// with when, since this incarnation started.
+func (e *Executor) StoppedHere() map[string]time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return maps.Clone(e.stoppedHere)
+}
+
+func (e *Executor) localActive() (int, []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	set := e.activeSetLocked(!e.localKnown)
+	return len(set), slices.Sorted(maps.Keys(set))
+}
+
+// activeSetLocked returns the instances that may be active here; with
+// records, also those this node's records in the store say are not
+// stopped. Called with e.mu held.
+func (e *Executor) activeSetLocked(records bool) map[string]bool {
+	set := map[string]bool{}
+	for inst, on := range e.local {
+		if on {
+			set[inst] = true
+		}
+	}
+	if records {
+		e.cfg.Store.Read(func(s *store.State) {
+			for inst, r := range e.recordsOf(s) {
+				if r.State != model.StateStopped {
+					set[inst] = true
+				}
+			}
+		})
+	}
+	return set
+}
+
+// setLocal records what an outcome says of an instance here.
+func (e *Executor) setLocal(inst, state string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if state == model.StateStopped {
+		delete(e.local, inst)
+	} else {
+		e.local[inst] = true
+	}
+}
+
+// beginSelfStopLocked marks the executor self-stopped, aborts everything
+// queued or running (but earlier self-stops' stops), and starts the
+// coordinator that stops what is active, unless one runs (it then runs
+// once more). It returns a channel closed when the stops are done. Called
+// with e.mu held.
+func (e *Executor) beginSelfStopLocked(why string) <-chan struct{} {
+	if !e.selfStopped {
+		e.log.Error("executor: SELF-STOP: stopping every resource on this node without the cluster; it will rejoin and probe before running anything again", "why", why)
+	} else {
+		e.log.Warn("executor: self-stop requested again", "why", why)
+	}
+	e.selfStopped = true
+	e.rejoinWanted = false
+	e.stopGen++
+	e.probed.Store(false)
+	if e.joinCancel != nil {
+		e.joinCancel()
+	}
+	for _, in := range e.insts {
+		stopMonitor(in)
+		kept := in.queue[:0]
+		for _, j := range in.queue {
+			switch {
+			case j.selfStop:
+				kept = append(kept, j)
+			case j.mon != nil:
+				j.done <- false
+			case j.task != nil:
+				delete(e.active, j.task.ID) // unanswered: the rejoin refuses it
+			case j.cleanup:
+				delete(e.cleaning, in.id)
+			case j.restart:
+				delete(e.restarting, in.id)
+			}
+		}
+		in.queue = kept
+		if in.cancel != nil && !in.selfStop {
+			in.cancel()
+		}
+	}
+	if e.stopping {
+		e.stopAgain = true
+		return e.stopDone
+	}
+	e.stopDone = make(chan struct{})
+	if !e.started || e.closed {
+		close(e.stopDone) // nothing runs without Run
+		return e.stopDone
+	}
+	e.stopping = true
+	e.wg.Add(1)
+	go e.coordinateSelfStop(e.runCtx, e.stopDone)
+	return e.stopDone
+}
+
+// coordinateSelfStop stops the active instances in waves that respect the
+// configuration's order (dependents first), each wave's stops in parallel
+// on the instances' queues.
+func (e *Executor) coordinateSelfStop(ctx context.Context, done chan struct{}) {
+	defer e.wg.Done()
+	defer close(done)
+	for {
+		e.mu.Lock()
+		e.stopAgain = false
+		targets := e.activeSetLocked(true)
+		waves := stopWaves(targets, e.instByID, e.conf)
+		e.mu.Unlock()
+		if len(targets) > 0 {
+			e.log.Warn("executor: self-stop: stopping", "instances", slices.Sorted(maps.Keys(targets)), "waves", len(waves))
+		}
+		for _, wave := range waves {
+			var chans []chan bool
+			e.mu.Lock()
+			for _, inst := range wave {
+				if e.closed || ctx.Err() != nil {
+					break
+				}
+				ch := make(chan bool, 1)
+				in := e.instanceLocked(inst)
+				// First in line: whatever ran was aborted.
+				in.queue = append([]job{{selfStop: true, stopped: ch}}, in.queue...)
+				if !in.busy {
+					in.busy = true
+					e.wg.Add(1)
+					go e.work(ctx, in)
+				}
+				chans = append(chans, ch)
+			}
+			e.mu.Unlock()
+			for _, ch := range chans {
+				select {
+				case <-ch:
+				case <-ctx.Done():
+				}
+			}
+		}
+		e.mu.Lock()
+		again := e.stopAgain && ctx.Err() == nil && !e.closed
+		if !again {
+			e.stopping = false
+			left := e.activeSetLocked(!e.localKnown)
+			e.mu.Unlock()
+			if len(left) > 0 {
+				e.log.Error("executor: SELF-STOP INCOMPLETE: still active here; the watchdog (if any) must reset this node", "instances", slices.Sorted(maps.Keys(left)))
+			} else if len(targets) > 0 {
+				e.log.Warn("executor: self-stop done: nothing runs here")
+			}
+			return
+		}
+		e.mu.Unlock()
+	}
+}
+
+// runSelfStop stops one instance through its agent and writes nothing. It
+// reports whether the instance is stopped.
+func (e *Executor) runSelfStop(ctx context.Context, inst string) bool {
+	e.mu.Lock()
+	r, ok := e.instByID[inst]
+	res := r.Resource
+	if !ok {
+		res, ok = e.lastConfig[inst]
+	}
+	e.mu.Unlock()
+	log := e.log.With("resource", inst)
+	if !ok {
+		log.Error("executor: self-stop: no configuration known for this instance: cannot stop it")
+		return false
+	}
+	op, _ := res.Op(model.OpStop)
+	out := e.exec(ctx, res, inst, agents.ActionStop, 0, op.Timeout.D(), nil)
+	if out.Code != agents.CodeOK {
+		log.Error("executor: self-stop: stop failed: it may still run", "rc", out.Code, "output", output(out))
+		return false
+	}
+	e.mu.Lock()
+	delete(e.local, inst)
+	e.stoppedHere[inst] = e.cfg.Now()
+	e.mu.Unlock()
+	log.Warn("executor: self-stop: stopped", "duration", out.Duration)
+	return true
+}
+
+// waitRejoin waits until the agent asked to rejoin and the self-stop's
+// stops have finished.
+func (e *Executor) waitRejoin(ctx context.Context) error {
+	t := time.NewTicker(rejoinPoll)
+	defer t.Stop()
+	for {
+		e.mu.Lock()
+		ready := e.rejoinWanted && !e.stopping
+		if ready {
+			for _, in := range e.insts {
+				if in.busy {
+					ready = false
+				}
+			}
+		}
+		if ready {
+			e.rejoinWanted = false
+		}
+		e.mu.Unlock()
+		if ready {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-e.kick:
+		case <-t.C:
+		}
+	}
+}
+
+// stopWaves orders the instances to stop: an instance stops only after
+// those that depend on it (later members of its group, the "then" side of
+// its order constraints) have stopped. Instances unknown to the
+// configuration depend on nothing; those on a cycle stop together last.
+func stopWaves(targets map[string]bool, insts map[string]Instance, c model.Config) [][]string {
+	groupOf := map[string]string{}
+	pos := map[string]int{}
+	for _, g := range c.Groups {
+		for i, m := range g.Resources {
+			groupOf[m] = g.ID
+			pos[m] = i
+		}
+	}
+	names := func(inst string) []string {
+		in, ok := insts[inst]
+		if !ok {
+			return nil
+		}
+		out := []string{in.Resource.ID}
+		if g := groupOf[in.Resource.ID]; g != "" {
+			out = append(out, g)
+		}
+		if in.Clone != "" {
+			out = append(out, in.Clone)
+		}
+		return out
+	}
+	suffix := func(inst string) string {
+		if in, ok := insts[inst]; ok && in.Clone != "" {
+			return inst[strings.LastIndexByte(inst, ':'):]
+		}
+		return ""
+	}
+	list := slices.Sorted(maps.Keys(targets))
+	// before[a] lists the instances that must stop before a.
+	before := map[string][]string{}
+	for _, a := range list {
+		for _, b := range list {
+			if a == b {
+				continue
+			}
+			ia, oka := insts[a]
+			ib, okb := insts[b]
+			if !oka || !okb {
+				continue
+			}
+			ra, rb := ia.Resource.ID, ib.Resource.ID
+			// A later member of the same group (same clone instance)
+			// stops first.
+			if g := groupOf[ra]; g != "" && g == groupOf[rb] && suffix(a) == suffix(b) && pos[rb] > pos[ra] {
+				before[a] = append(before[a], b)
+				continue
+			}
+			// Order first → then: then stops first.
+			for _, o := range c.Orders {
+				if o.IsSymmetrical() && slices.Contains(names(a), o.First) && slices.Contains(names(b), o.Then) {
+					before[a] = append(before[a], b)
+					break
+				}
+			}
+		}
+	}
+	var waves [][]string
+	done := map[string]bool{}
+	for len(done) < len(list) {
+		var wave []string
+		for _, a := range list {
+			if done[a] {
+				continue
+			}
+			ready := true
+			for _, b := range before[a] {
+				if !done[b] {
+					ready = false
+					break
+				}
+			}
+			if ready {
+				wave = append(wave, a)
+			}
+		}
+		if len(wave) == 0 { // a cycle: the rest at once
+			for _, a := range list {
+				if !done[a] {
+					wave = append(wave, a)
+				}
+			}
+		}
+		for _, a := range wave {
+			done[a] = true
+		}
+		waves = append(waves, wave)
+	}
+	return waves
+}
