@@ -181,7 +181,7 @@ func writeFenceDevices(w io.Writer, ds []api.FenceDevice) {
 		return
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tAGENT\tNODES\tDELAY\tTIMEOUT\tRETRIES\tLEVELS")
+	fmt.Fprintln(tw, "NAME\tAGENT\tNODES\tDELAY\tTIMEOUT\tRETRIES\tLEVELS\tHEALTH")
 	for _, d := range ds {
 		delay := orDash(d.Delay)
 		if d.DelayMax != "" {
@@ -191,7 +191,7 @@ func writeFenceDevices(w io.Writer, ds []api.FenceDevice) {
 		if len(d.Levels) > 0 {
 			levels = strings.Join(d.Levels, ", ")
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", d.Name, d.Agent, orDash(deviceTargets(d)), delay, d.Timeout, d.Retries, levels)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", d.Name, d.Agent, orDash(deviceTargets(d)), delay, d.Timeout, d.Retries, levels, orDash(d.Health))
 	}
 	tw.Flush()
 }

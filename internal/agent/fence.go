@@ -576,11 +576,11 @@ func fmtDuration(d time.Duration) string {
 	return s
 }
 
-func apiDevice(d fencing.Device, t fencing.Topology) api.FenceDevice {
+func apiDevice(d fencing.Device, t fencing.Topology, health map[string]model.FenceMonitor) api.FenceDevice {
 	out := api.FenceDevice{
 		Name: d.Name, Agent: d.Agent, Params: d.Params, HostList: d.HostList, HostMap: d.HostMap,
 		Timeout: fmtDuration(fencing.DefaultTimeout), Retries: fencing.DefaultRetries,
-		Levels: deviceLevels(t, d.Name),
+		Levels: deviceLevels(t, d.Name), Health: deviceHealth(health, d.Name),
 	}
 	if d.Delay > 0 {
 		out.Delay = fmtDuration(d.Delay.D())
@@ -610,7 +610,7 @@ func (b backend) FenceDevices(ctx context.Context) ([]api.FenceDevice, error) {
 	}
 	out := []api.FenceDevice{}
 	for _, name := range sortedNames(v.Devices) {
-		out = append(out, apiDevice(v.Devices[name], v.Topology))
+		out = append(out, apiDevice(v.Devices[name], v.Topology, v.DeviceHealth))
 	}
 	return out, nil
 }
@@ -624,7 +624,7 @@ func (b backend) FenceDevice(ctx context.Context, name string) (api.FenceDevice,
 	if !ok {
 		return api.FenceDevice{}, notFound("no fence device named %q", name)
 	}
-	return apiDevice(d, v.Topology), nil
+	return apiDevice(d, v.Topology, v.DeviceHealth), nil
 }
 
 // fenceLevels lists the configured levels of node (every node when ""),
@@ -849,6 +849,13 @@ func (b backend) addFenceStatus(out *api.Status, v controller.View) {
 			out.Warnings = append(out.Warnings, fmt.Sprintf("%s has fence devices but fencing is disabled (stonith-enabled=false), and no watchdog: if it is lost, its resources wait for 'vigil fence confirm %s'", n.Name, n.Name))
 		}
 	}
+	for _, name := range sortedNames(v.DeviceHealth) {
+		if m := v.DeviceHealth[name]; !m.OK {
+			if _, still := v.Devices[name]; still {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("fence device %s failed its monitor: %s", name, deviceHealth(v.DeviceHealth, name)))
+			}
+		}
+	}
 	var events []model.FenceEvent
 	var err error
 	a.node.Read(func(s *store.State) { events, err = clusterstate.FenceHistory(s) })
@@ -873,4 +880,21 @@ func (b backend) addFenceStatus(out *api.Status, v controller.View) {
 	for _, r := range v.FenceRequests {
 		out.FenceRequests = append(out.FenceRequests, apiFenceRequest(r))
 	}
+}
+
+// deviceHealth renders a device's last monitor for people: "ok", "FAILED
+// (rc 1): output", or "not checked yet".
+func deviceHealth(health map[string]model.FenceMonitor, name string) string {
+	m, ok := health[name]
+	switch {
+	case !ok:
+		return "not checked yet"
+	case m.OK:
+		return "ok (checked " + m.At.UTC().Format(time.RFC3339) + ")"
+	}
+	out := strings.TrimSpace(m.Output)
+	if i := strings.IndexByte(out, '\n'); i >= 0 {
+		out = out[:i]
+	}
+	return fmt.Sprintf("FAILED (rc %d at %s): %s", m.RC, m.At.UTC().Format(time.RFC3339), out)
 }

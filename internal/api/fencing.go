@@ -16,8 +16,10 @@ import (
 
 // FenceDevice is a fence device's configuration as the API shows it.
 type FenceDevice struct {
-	Name  string `json:"name"`
-	Agent string `json:"agent"`
+	Name string `json:"name"`
+	// Health is the device's last monitor, as the DC ran it.
+	Health string `json:"health,omitempty"`
+	Agent  string `json:"agent"`
 	// Params are the agent's own options (key=value lines on its stdin).
 	// They may hold passwords.
 	Params map[string]string `json:"params,omitempty"`

@@ -44,6 +44,7 @@ const (
 
 	PrefixFenceHistory  = "status/fencing/history/"
 	PrefixFenceRequests = "status/fencing/requests/"
+	PrefixFenceMonitor  = "status/fencing/monitor/"
 )
 
 // FenceHistoryKeep is how many fencing events the history keeps.
@@ -63,6 +64,7 @@ func RestartKey(node, inst string) string { return PrefixRestart + node + "/" + 
 func FenceDeviceKey(name string) string   { return PrefixFenceDevice + name }
 func FenceLevelsKey(node string) string   { return PrefixFenceLevels + node }
 func FenceRequestKey(node string) string  { return PrefixFenceRequests + node }
+func FenceMonitorKey(dev string) string   { return PrefixFenceMonitor + dev }
 
 // FenceEventKey orders history entries by time.
 func FenceEventKey(id string) string      { return PrefixFenceHistory + id }
@@ -313,4 +315,17 @@ func PruneFenceHistory(s *store.State, keep int) []store.Op {
 		keys = keys[1:]
 	}
 	return ops
+}
+
+// FenceMonitors returns the last health check of each fence device.
+func FenceMonitors(s *store.State) (map[string]model.FenceMonitor, error) {
+	var list []model.FenceMonitor
+	if err := rangeDecode(s, PrefixFenceMonitor, &list); err != nil {
+		return nil, err
+	}
+	out := make(map[string]model.FenceMonitor, len(list))
+	for _, m := range list {
+		out[m.Device] = m
+	}
+	return out, nil
 }

@@ -75,6 +75,7 @@ type Controller struct {
 
 	fencing    map[string]*fenceJob // fences in flight, by node
 	fenceAfter map[string]time.Time // no new fence of the node before
+	monitored  map[string]time.Time // last monitor of each fence device
 }
 
 // New returns a Controller.
@@ -90,7 +91,7 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{
 		cfg: cfg, log: cfg.Log.With("component", "controller"), kick: make(chan struct{}, 1),
-		fencing: map[string]*fenceJob{}, fenceAfter: map[string]time.Time{},
+		fencing: map[string]*fenceJob{}, fenceAfter: map[string]time.Time{}, monitored: map[string]time.Time{},
 	}
 }
 
@@ -204,6 +205,7 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 
 	ops := c.collect(v)
 	fenceOps, guards := c.fenceRound(ctx, v, plan, term)
+	c.monitorDevices(ctx, v, term)
 	ops = append(ops, fenceOps...)
 	tasks := c.dispatch(v, snap, plan, term)
 	for _, t := range tasks {

@@ -256,10 +256,11 @@ func TestLostNodeHoldsItsResourcesUntilProvenDown(t *testing.T) {
 
 // fakeFencer answers every fence with a fixed outcome and counts calls.
 type fakeFencer struct {
-	mu    sync.Mutex
-	ok    bool
-	calls []string
-	gate  chan struct{} // if set, Fence waits for it
+	mu       sync.Mutex
+	ok       bool
+	calls    []string
+	monitors []string
+	gate     chan struct{} // if set, Fence waits for it
 }
 
 func (f *fakeFencer) Fence(ctx context.Context, node string, levels [][]fencing.DeviceRef, devices map[string]fencing.Device) fencing.Outcome {
@@ -276,6 +277,16 @@ func (f *fakeFencer) Fence(ctx context.Context, node string, levels [][]fencing.
 		return fencing.Outcome{Node: node, Err: "every level failed"}
 	}
 	return fencing.Outcome{OK: true, Node: node, Level: 1, Devices: []string{"lab"}, Confirmed: fencing.ConfirmedStatusOff}
+}
+
+func (f *fakeFencer) Monitor(ctx context.Context, d fencing.Device) fencing.Result {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.monitors = append(f.monitors, d.Name)
+	if f.ok {
+		return fencing.Result{Code: 0}
+	}
+	return fencing.Result{Code: 1, Output: "device unreachable"}
 }
 
 func withDevice(w *world) {
@@ -460,4 +471,18 @@ func TestProofWinsOverMembership(t *testing.T) {
 	if got := NodeState("n2", true, rec, nil); got != model.NodeOnline {
 		t.Fatalf("new incarnation: %s, want online", got)
 	}
+}
+
+// The DC checks every fence device's health and records it, so a broken
+// device shows before a node must be fenced with it.
+func TestFenceDeviceMonitor(t *testing.T) {
+	f := &fakeFencer{ok: false}
+	w := newWorld(t, func(c *Config) { c.Fencer = f })
+	withDevice(w)
+	w.waitFor("the device's health recorded", func() bool {
+		var ms map[string]model.FenceMonitor
+		w.node.Read(func(s *store.State) { ms, _ = clusterstate.FenceMonitors(s) })
+		m, ok := ms["lab"]
+		return ok && !m.OK && m.RC == 1
+	})
 }

@@ -16,6 +16,54 @@ import (
 // Fencer runs fence devices; *fencing.Runner satisfies it.
 type Fencer interface {
 	Fence(ctx context.Context, node string, levels [][]fencing.DeviceRef, devices map[string]fencing.Device) fencing.Outcome
+	Monitor(ctx context.Context, d fencing.Device) fencing.Result
+}
+
+// DefaultMonitorInterval is how often a fence device's health is checked
+// when its configuration does not say (Pacemaker's default too): a broken
+// device must be known before a node has to be fenced with it.
+const DefaultMonitorInterval = time.Minute
+
+// monitorDevices runs, on the DC, the monitor action of every device that is
+// due, in the background, and records its health (status/fencing/monitor).
+func (c *Controller) monitorDevices(ctx context.Context, v View, term uint64) {
+	if c.cfg.Fencer == nil {
+		return
+	}
+	now := c.cfg.Now()
+	for name, d := range v.Devices {
+		every := d.MonitorInterval.D()
+		if every == 0 {
+			every = DefaultMonitorInterval
+		}
+		c.mu.Lock()
+		due := now.Sub(c.monitored[name]) >= every
+		if due {
+			c.monitored[name] = now
+		}
+		c.mu.Unlock()
+		if !due {
+			continue
+		}
+		go func() {
+			mctx, cancel := context.WithTimeout(ctx, 2*d.Timeout.D()+time.Minute)
+			defer cancel()
+			res := c.cfg.Fencer.Monitor(mctx, d)
+			rec := model.FenceMonitor{V: clusterstate.FormatVersion, Device: name, OK: res.OK(), RC: res.Code,
+				Output: res.Output, At: c.cfg.Now(), Duration: res.Duration}
+			if !rec.OK {
+				c.log.Error("fence device failed its monitor: nodes it protects may not be fenceable", "device", name, "rc", res.Code, "err", res.Err)
+			}
+			if cur, ok := c.isDC(); !ok || cur != term {
+				return
+			}
+			pctx, pcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer pcancel()
+			if _, err := c.cfg.Store.Propose(pctx, store.Put{Key: clusterstate.FenceMonitorKey(name), Value: clusterstate.Encode(rec)}); err != nil {
+				c.log.Warn("record fence device health", "device", name, "err", err)
+			}
+		}()
+	}
 }
 
 // fenceRetry is how long the DC waits after a failed fence before trying the

@@ -27,6 +27,8 @@ type View struct {
 	Devices       map[string]fencing.Device
 	Topology      fencing.Topology
 	FenceRequests []model.FenceRequest
+	// DeviceHealth is each fence device's last monitor.
+	DeviceHealth map[string]model.FenceMonitor
 	// HistoryPrune deletes the oldest fencing events so one more fits.
 	HistoryPrune []store.Op
 }
@@ -60,6 +62,9 @@ func ReadView(s *store.State) (View, error) {
 		return v, err
 	}
 	v.HistoryPrune = clusterstate.PruneFenceHistory(s, clusterstate.FenceHistoryKeep)
+	if v.DeviceHealth, err = clusterstate.FenceMonitors(s); err != nil {
+		return v, err
+	}
 	return v, nil
 }
 

@@ -143,6 +143,18 @@ type FenceEvent struct {
 	Duration  time.Duration `json:"duration_ns"`
 }
 
+// FenceMonitor is the last health check of a fence device (its monitor
+// action), run by the DC.
+type FenceMonitor struct {
+	V        int           `json:"v"`
+	Device   string        `json:"device"`
+	OK       bool          `json:"ok"`
+	RC       int           `json:"rc"`
+	Output   string        `json:"output,omitempty"`
+	At       time.Time     `json:"at"`
+	Duration time.Duration `json:"duration_ns"`
+}
+
 // FenceRequest is an operator's `vigil fence NODE`, carried out by the DC.
 type FenceRequest struct {
 	V      int       `json:"v"`
