@@ -153,43 +153,17 @@ type FencingBackend interface {
 }
 
 func (s *server) routeFencing(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/fencing/devices", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.FenceDevices(r.Context())
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/fencing/devices", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateFenceDeviceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.CreateFenceDevice(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("GET /v1/fencing/devices/{name}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.FenceDevice(r.Context(), r.PathValue("name"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("PATCH /v1/fencing/devices/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var req UpdateFenceDeviceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.UpdateFenceDevice(r.Context(), r.PathValue("name"), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/fencing/devices/{name}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.DeleteFenceDevice(r.Context(), r.PathValue("name"))
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("GET /v1/fencing/devices", onPlain(s, s.b.FenceDevices))
+	mux.HandleFunc("POST /v1/fencing/devices", onBody(s, s.b.CreateFenceDevice))
+	mux.HandleFunc("GET /v1/fencing/devices/{name}", onPath(s, "name", s.b.FenceDevice))
+	mux.HandleFunc("PATCH /v1/fencing/devices/{name}", onPathBody(s, "name", s.b.UpdateFenceDevice))
+	mux.HandleFunc("DELETE /v1/fencing/devices/{name}", onPath(s, "name", s.b.DeleteFenceDevice))
 
 	mux.HandleFunc("GET /v1/fencing/levels", func(w http.ResponseWriter, r *http.Request) {
 		v, err := s.b.FenceLevels(r.Context(), "")
 		s.reply(w, r, v, err)
 	})
-	mux.HandleFunc("GET /v1/fencing/levels/{node}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.FenceLevels(r.Context(), r.PathValue("node"))
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("GET /v1/fencing/levels/{node}", onPath(s, "node", s.b.FenceLevels))
 	mux.HandleFunc("PUT /v1/fencing/levels/{node}/{level}", func(w http.ResponseWriter, r *http.Request) {
 		level, ok := s.levelParam(w, r)
 		if !ok {
@@ -219,14 +193,7 @@ func (s *server) routeFencing(mux *http.ServeMux) {
 		v, err := s.b.FenceHistory(r.Context(), r.URL.Query().Get("node"))
 		s.reply(w, r, v, err)
 	})
-	mux.HandleFunc("POST /v1/fencing/requests/{node}", func(w http.ResponseWriter, r *http.Request) {
-		var req FenceNodeRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.RequestFence(r.Context(), r.PathValue("node"), req)
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("POST /v1/fencing/requests/{node}", onPathBody(s, "node", s.b.RequestFence))
 }
 
 // levelParam reads the {level} path segment: a number 1 to 9.

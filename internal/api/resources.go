@@ -325,34 +325,11 @@ type ResourceBackend interface {
 }
 
 func (s *server) routeResources(mux *http.ServeMux) {
-	mux.HandleFunc("GET /v1/resources", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Resources(r.Context())
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/resources", func(w http.ResponseWriter, r *http.Request) {
-		var req CreateResourceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.CreateResource(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("GET /v1/resources/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Resource(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("PATCH /v1/resources/{id}", func(w http.ResponseWriter, r *http.Request) {
-		var req UpdateResourceRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.UpdateResource(r.Context(), r.PathValue("id"), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/resources/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.DeleteResource(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("GET /v1/resources", onPlain(s, s.b.Resources))
+	mux.HandleFunc("POST /v1/resources", onBody(s, s.b.CreateResource))
+	mux.HandleFunc("GET /v1/resources/{id}", onPath(s, "id", s.b.Resource))
+	mux.HandleFunc("PATCH /v1/resources/{id}", onPathBody(s, "id", s.b.UpdateResource))
+	mux.HandleFunc("DELETE /v1/resources/{id}", onPath(s, "id", s.b.DeleteResource))
 	mux.HandleFunc("POST /v1/resources/{id}/move", func(w http.ResponseWriter, r *http.Request) {
 		var req NodeTarget
 		if !s.decode(w, r, &req) {
@@ -369,109 +346,25 @@ func (s *server) routeResources(mux *http.ServeMux) {
 		v, err := s.b.BanResource(r.Context(), r.PathValue("id"), req.Node)
 		s.reply(w, r, v, err)
 	})
-	mux.HandleFunc("POST /v1/resources/{id}/clear", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.ClearResource(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/resources/{id}/restart", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.RestartResource(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/resources/{id}/cleanup", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.CleanupResource(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/resources/{id}/clone", func(w http.ResponseWriter, r *http.Request) {
-		var req CloneRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.CloneResource(r.Context(), r.PathValue("id"), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/groups/{id}", func(w http.ResponseWriter, r *http.Request) {
-		var req GroupRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.AddToGroup(r.Context(), r.PathValue("id"), req)
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("POST /v1/resources/{id}/clear", onPath(s, "id", s.b.ClearResource))
+	mux.HandleFunc("POST /v1/resources/{id}/restart", onPath(s, "id", s.b.RestartResource))
+	mux.HandleFunc("POST /v1/resources/{id}/cleanup", onPath(s, "id", s.b.CleanupResource))
+	mux.HandleFunc("POST /v1/resources/{id}/clone", onPathBody(s, "id", s.b.CloneResource))
+	mux.HandleFunc("POST /v1/groups/{id}", onPathBody(s, "id", s.b.AddToGroup))
 
-	mux.HandleFunc("GET /v1/constraints", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Constraints(r.Context())
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/constraints/location", func(w http.ResponseWriter, r *http.Request) {
-		var req Location
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.AddLocation(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/constraints/colocation", func(w http.ResponseWriter, r *http.Request) {
-		var req Colocation
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.AddColocation(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/constraints/order", func(w http.ResponseWriter, r *http.Request) {
-		var req Order
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.AddOrder(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("DELETE /v1/constraints/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.RemoveConstraint(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("GET /v1/constraints", onPlain(s, s.b.Constraints))
+	mux.HandleFunc("POST /v1/constraints/location", onBody(s, s.b.AddLocation))
+	mux.HandleFunc("POST /v1/constraints/colocation", onBody(s, s.b.AddColocation))
+	mux.HandleFunc("POST /v1/constraints/order", onBody(s, s.b.AddOrder))
+	mux.HandleFunc("DELETE /v1/constraints/{id}", onPath(s, "id", s.b.RemoveConstraint))
 
-	mux.HandleFunc("PATCH /v1/nodes/{name}", func(w http.ResponseWriter, r *http.Request) {
-		var req NodeUpdate
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.UpdateNode(r.Context(), r.PathValue("name"), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/nodes/{name}/fence-confirm", func(w http.ResponseWriter, r *http.Request) {
-		var req FenceConfirmRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.FenceConfirm(r.Context(), r.PathValue("name"), req)
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("PATCH /v1/nodes/{name}", onPathBody(s, "name", s.b.UpdateNode))
+	mux.HandleFunc("POST /v1/nodes/{name}/fence-confirm", onPathBody(s, "name", s.b.FenceConfirm))
 
-	mux.HandleFunc("GET /v1/explain/{id}", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.Explain(r.Context(), r.PathValue("id"))
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/simulate", func(w http.ResponseWriter, r *http.Request) {
-		var req SimulateRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.Simulate(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("GET /v1/config", func(w http.ResponseWriter, r *http.Request) {
-		v, err := s.b.ExportConfig(r.Context())
-		s.reply(w, r, v, err)
-	})
-	mux.HandleFunc("POST /v1/config", func(w http.ResponseWriter, r *http.Request) {
-		var req ApplyConfigRequest
-		if !s.decode(w, r, &req) {
-			return
-		}
-		v, err := s.b.ApplyConfig(r.Context(), req)
-		s.reply(w, r, v, err)
-	})
+	mux.HandleFunc("GET /v1/explain/{id}", onPath(s, "id", s.b.Explain))
+	mux.HandleFunc("POST /v1/simulate", onBody(s, s.b.Simulate))
+	mux.HandleFunc("GET /v1/config", onPlain(s, s.b.ExportConfig))
+	mux.HandleFunc("POST /v1/config", onBody(s, s.b.ApplyConfig))
 }
 
 // decode reads the request body into v, answering the error itself when

@@ -150,3 +150,42 @@ func writeError(w http.ResponseWriter, e *Error) {
 	w.WriteHeader(httpStatus(e.Code))
 	_ = json.NewEncoder(w).Encode(e)
 }
+
+// The shapes of a route: every handler reads its inputs (a path value, a
+// JSON body, both or neither), calls one Backend method and replies.
+
+func onPlain[T any](s *server, f func(context.Context) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := f(r.Context())
+		s.reply(w, r, v, err)
+	}
+}
+
+func onPath[T any](s *server, key string, f func(context.Context, string) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		v, err := f(r.Context(), r.PathValue(key))
+		s.reply(w, r, v, err)
+	}
+}
+
+func onBody[R, T any](s *server, f func(context.Context, R) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req R
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := f(r.Context(), req)
+		s.reply(w, r, v, err)
+	}
+}
+
+func onPathBody[R, T any](s *server, key string, f func(context.Context, string, R) (T, error)) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		var req R
+		if !s.decode(w, r, &req) {
+			return
+		}
+		v, err := f(r.Context(), r.PathValue(key), req)
+		s.reply(w, r, v, err)
+	}
+}
