@@ -183,7 +183,7 @@ func newResourceCreateCmd(g *globals) *cobra.Command {
 		Use:   "create ID AGENT [k=v ...] [op NAME k=v ...]... [meta k=v ...] [utilization k=v ...]",
 		Short: "Create a resource",
 		Long: `Create a resource. AGENT is ocf:PROVIDER:TYPE (ocf:heartbeat:IPaddr2) or vigil:TYPE
-(vigil:dummy, vigil:process). Parameters are checked against the agent's meta-data.
+(vigil:dummy, vigil:process, vigil:ip). Parameters are checked against the agent's meta-data.
 
   vigil resource create vip ocf:heartbeat:IPaddr2 ip=192.0.2.10 cidr_netmask=24 \
       op monitor interval=10s timeout=20s on-fail=restart meta resource-stickiness=100

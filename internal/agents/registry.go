@@ -156,15 +156,17 @@ func (r *Registry) newBuiltin(typ string) (Agent, error) {
 		return newDummy(filepath.Join(r.opts.StateDir, "dummy"), r.log)
 	case TypeProcess:
 		return newProcess(filepath.Join(r.opts.StateDir, "process"), r.log)
+	case TypeIP:
+		return newIP(r.log), nil
 	}
-	return nil, fmt.Errorf("%w: no built-in agent vigil:%s (known: vigil:%s, vigil:%s)", ErrUnknownAgent, typ, TypeDummy, TypeProcess)
+	return nil, fmt.Errorf("%w: no built-in agent vigil:%s (known: vigil:%s, vigil:%s, vigil:%s)", ErrUnknownAgent, typ, TypeDummy, TypeIP, TypeProcess)
 }
 
 // List returns the specs of every agent available here, sorted: the
 // built-in ones and every executable under <OCFRoot>/resource.d. A missing
 // OCF root is not an error (no OCF agents installed).
 func (r *Registry) List() ([]string, error) {
-	specs := []string{ClassVigil + ":" + TypeDummy, ClassVigil + ":" + TypeProcess}
+	specs := []string{ClassVigil + ":" + TypeDummy, ClassVigil + ":" + TypeIP, ClassVigil + ":" + TypeProcess}
 	dir := filepath.Join(r.opts.OCFRoot, "resource.d")
 	providers, err := os.ReadDir(dir)
 	if err != nil {
