@@ -1,13 +1,15 @@
 package lab_test
 
-// Benchmarks of real `vigil agent` processes: failure detection, DC failover
-// and the agent's idle cost. They report figures (b.ReportMetric); they
-// never fail on timing. See BENCHMARKS.md at the module root for the
-// figures, the machine and the method.
+// Benchmarks of real `vigil agent` processes: failure detection, DC failover,
+// resource failover (fenced, watchdog-only, hung node) and the agent's idle
+// cost. They report figures (b.ReportMetric); they never fail on timing.
+// See BENCHMARKS.md at the module root for the figures, the machine and the
+// method.
 //
 //	make build
 //	VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench 'NodeLossDetection|DCFailover' -benchtime 20x ./internal/lab/
-//	VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench AgentIdle ./internal/lab/
+//	VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench 'FailoverFenced|FailoverWatchdog|FailoverHang' -benchtime 20x ./internal/lab/
+//	VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench AgentIdle -benchtime 6x ./internal/lab/
 //
 // Method. Status is read in-process over the nodes' own API (HTTPS, bearer
 // token and cluster CA derived from the lab's key), not with the CLI: a CLI
@@ -85,7 +87,7 @@ func setnsCall() uintptr {
 // apiPoller reads one host's own status over its API, in-process.
 type apiPoller struct {
 	name  string
-	url   string
+	base  string // https://host:port
 	token string
 	hc    *http.Client
 }
@@ -122,7 +124,7 @@ func newPoller(b *testing.B, l *lab.Lab, name string) *apiPoller {
 	b.Cleanup(tr.CloseIdleConnections)
 	return &apiPoller{
 		name:  name,
-		url:   "https://" + p.Addrs[0] + "/v1/status",
+		base:  "https://" + p.Addrs[0],
 		token: pki.APIToken(key),
 		hc:    &http.Client{Transport: tr, Timeout: 2 * time.Second},
 	}
@@ -187,25 +189,31 @@ func setns(f *os.File) error {
 // status returns the host's own view.
 func (a *apiPoller) status(ctx context.Context) (api.Status, error) {
 	var st api.Status
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.url, nil)
+	err := a.get(ctx, "/v1/status", &st)
+	return st, err
+}
+
+// get GETs path (such as /v1/fencing/history) from the host's own API and
+// decodes the JSON answer into out.
+func (a *apiPoller) get(ctx context.Context, path string, out any) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, a.base+path, nil)
 	if err != nil {
-		return st, err
+		return err
 	}
 	req.Header.Set("Authorization", "Bearer "+a.token)
 	resp, err := a.hc.Do(req)
 	if err != nil {
-		return st, err
+		return err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		return st, err
+		return err
 	}
 	if resp.StatusCode != http.StatusOK {
-		return st, fmt.Errorf("%s: %s: %s", a.name, resp.Status, strings.TrimSpace(string(raw)))
+		return fmt.Errorf("%s: %s: %s", a.name, resp.Status, strings.TrimSpace(string(raw)))
 	}
-	err = json.Unmarshal(raw, &st)
-	return st, err
+	return json.Unmarshal(raw, out)
 }
 
 // waitUntil polls every poller every pollEvery, each in its own goroutine,
@@ -640,3 +648,486 @@ func BenchmarkAgentIdle(b *testing.B) {
 	b.ReportMetric(dcCPU, "dc-cpu-%-of-core")
 	b.ReportMetric(dcRSS, "dc-rss-MB")
 }
+
+// ---------------------------------------------------------------------------
+// Failover: a node fault → its resource running on another node.
+
+// failoverMode says how a failover benchmark protects the nodes and what
+// it does to the one running the resource.
+type failoverMode struct {
+	// watchdog: `cluster setup --watchdog process` and no fence device;
+	// otherwise the lab fence device for every node and no watchdog.
+	watchdog bool
+	// hang: SIGSTOP (lab.Pause) instead of SIGKILL.
+	hang bool
+}
+
+// failoverRes is the benchmarks' vigil:process resource.
+const failoverRes = "spin"
+
+// failoverTimeout bounds one timed failover (generous: watchdog mode waits
+// lease + 2×watchdog + margin before it recovers).
+const failoverTimeout = 60 * time.Second
+
+// failoverTrial holds one trial's stamps (zero: not seen).
+type failoverTrial struct {
+	start time.Time
+	// lost: the first survivor to report the victim lost.
+	lost time.Time
+	// started: the first survivor whose own status shows the resource's
+	// instance started on a node other than the victim; startedAll: the
+	// later of the two survivors.
+	started, startedAll time.Time
+	to                  string
+	// onDisk: the resource's new process alive on a survivor (its pid
+	// file and /proc): the ground truth, before any report.
+	onDisk time.Time
+	// oldGone: the victim's resource process no longer alive.
+	oldGone time.Time
+	// event: the victim's fencing event (device or watchdog), OK; end is
+	// its Started + Duration as the DC recorded them (same host clock).
+	event api.FenceEvent
+	end   time.Time
+}
+
+// spread returns the earliest and latest non-zero times of ts.
+func spread(ts []time.Time) (lo, hi time.Time) {
+	for _, t := range ts {
+		if t.IsZero() {
+			continue
+		}
+		if lo.IsZero() || t.Before(lo) {
+			lo = t
+		}
+		if t.After(hi) {
+			hi = t
+		}
+	}
+	return lo, hi
+}
+
+// benchCLI runs a CLI call on node and fails the benchmark if it fails,
+// retrying "no leader" refusals for up to 15s (as the tests' vigil helper).
+func benchCLI(b *testing.B, l *lab.Lab, node string, args ...string) string {
+	b.Helper()
+	deadline := time.Now().Add(lab.Scale(15 * time.Second))
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), lab.Scale(30*time.Second))
+		out, err := l.CLI(ctx, node, args...)
+		cancel()
+		if err == nil {
+			return out
+		}
+		if strings.Contains(err.Error(), "no leader") && time.Now().Before(deadline) {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		l.DumpLogs(30)
+		b.Fatalf("%v", err)
+	}
+}
+
+// procPidFile reads a vigil:process pid file ("PID STARTTIME").
+func procPidFile(path string) (pid int, start uint64, ok bool) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(raw))
+	if len(f) != 2 {
+		return 0, 0, false
+	}
+	pid, err1 := strconv.Atoi(f[0])
+	start, err2 := strconv.ParseUint(f[1], 10, 64)
+	return pid, start, err1 == nil && err2 == nil && pid > 0
+}
+
+// aliveSince reports whether pid is a live, non-zombie process that started
+// at start (field 22 of /proc/PID/stat), as vigil:process checks it.
+func aliveSince(pid int, start uint64) bool {
+	raw, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	s := string(raw)
+	i := strings.LastIndexByte(s, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(s[i+1:])
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	st, err := strconv.ParseUint(f[19], 10, 64)
+	return err == nil && st == start
+}
+
+// history returns p's fencing history.
+func (a *apiPoller) history() (api.FenceHistory, error) {
+	var h api.FenceHistory
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	err := a.get(ctx, "/v1/fencing/history", &h)
+	return h, err
+}
+
+// failoverLab is the state of a failover benchmark.
+type failoverLab struct {
+	b     *testing.B
+	l     *lab.Lab
+	mode  failoverMode
+	names []string
+	polls map[string]*apiPoller
+	dc    string
+	home  string // the node the resource prefers (never the DC)
+}
+
+// newFailoverLab starts three agents in network namespaces with default
+// timings, protected as mode says, with the resource preferring (INFINITY)
+// a non-DC node.
+func newFailoverLab(b *testing.B, mode failoverMode) *failoverLab {
+	o := lab.Options{Nodes: 3, Netns: true}
+	if mode.watchdog {
+		o.SetupArgs = []string{"--watchdog", "process"}
+	}
+	l := benchLab(b, o)
+	f := &failoverLab{b: b, l: l, mode: mode, names: l.NodeNames()}
+	f.polls = pollersFor(b, l, f.names)
+	l.StartAll()
+	f.dc = waitSteady(b, f.all(), f.names)
+	f.waitProbed(f.names...)
+	if !mode.watchdog {
+		benchCLI(b, l, f.dc, l.FenceCreateArgs("lab")...)
+	}
+	want := "lab"
+	if mode.watchdog {
+		want = "watchdog"
+	}
+	_, last, ok := waitUntil(f.all(), 30*time.Second, func(st api.Status) bool {
+		for _, n := range f.names {
+			ns, ok := lab.NodeIn(st, n)
+			if !ok || !strings.Contains(ns.Protection, want) {
+				return false
+			}
+		}
+		return true
+	})
+	if !ok {
+		b.Fatalf("nodes not protected by %s: %s", want, strings.Join(last, " | "))
+	}
+	f.home = l.Other(f.dc)
+	benchCLI(b, l, f.dc, "resource", "create", failoverRes, "vigil:process", spinCmd, "op", "monitor", "interval=2s", "--disabled")
+	benchCLI(b, l, f.dc, "constraint", "location", "add", failoverRes+"-home", failoverRes, "prefers", f.home)
+	benchCLI(b, l, f.dc, "resource", "enable", failoverRes)
+	f.ready()
+	st, err := f.polls[f.dc].status(context.Background())
+	if err != nil {
+		b.Fatal(err)
+	}
+	var prot []string
+	for _, n := range st.Nodes {
+		prot = append(prot, fmt.Sprintf("%s %q", n.Name, n.Protection))
+	}
+	b.Logf("protection: %s; DC %s, resource home %s", strings.Join(prot, ", "), f.dc, f.home)
+	return f
+}
+
+func (f *failoverLab) all() []*apiPoller { return pick(f.polls, f.names) }
+
+// waitProbed waits until each node's current run has logged that it probed.
+func (f *failoverLab) waitProbed(nodes ...string) {
+	f.l.WaitFor(strings.Join(nodes, ",")+" probed (current run)", 60*time.Second, func() (bool, string) {
+		for _, n := range nodes {
+			if !strings.Contains(lastRun(f.l, n), "probed; ready for tasks") {
+				return false, n + " has not logged \"probed; ready for tasks\" since its last start"
+			}
+		}
+		return true, ""
+	})
+}
+
+// ready waits (untimed) for the state every trial starts from: three
+// members agreeing on a DC, every node probed, the resource started on its
+// home (a non-DC node) by every node's status and by the ground truth, and
+// the cluster still for 2s. If the DC moved to the home node, the resource
+// is re-homed on another node first.
+func (f *failoverLab) ready() {
+	b, l := f.b, f.l
+	for range 5 {
+		f.dc = waitSteady(b, f.all(), f.names)
+		f.waitProbed(f.names...)
+		if f.dc == f.home {
+			old := f.home
+			f.home = l.Other(f.dc)
+			b.Logf("the DC is now %s, the resource's home: re-homing it on %s", old, f.home)
+			benchCLI(b, l, f.dc, "constraint", "remove", failoverRes+"-home")
+			benchCLI(b, l, f.dc, "constraint", "location", "add", failoverRes+"-home", failoverRes, "prefers", f.home)
+		}
+		home := f.home
+		_, last, ok := waitUntil(f.all(), 60*time.Second, func(st api.Status) bool {
+			return startedOn(st, failoverRes, home)
+		})
+		if !ok {
+			l.DumpLogs(30)
+			b.Fatalf("%s not started on %s: %s", failoverRes, home, strings.Join(last, " | "))
+		}
+		l.WaitFor(failoverRes+" active on "+home+" only (ground truth)", 30*time.Second, func() (bool, string) {
+			return onlyOn(l, failoverRes, home)
+		})
+		if dc := waitSteady(b, f.all(), f.names); dc == f.dc && dc != f.home {
+			return
+		}
+	}
+	b.Fatal("the cluster never settled with the resource on a non-DC node")
+}
+
+// newestID returns the newest fencing event ID for target in the DC's
+// history.
+func (f *failoverLab) newestID(target string) string {
+	h, err := f.polls[f.dc].history()
+	if err != nil {
+		f.b.Fatal(err)
+	}
+	id := ""
+	for _, e := range eventsFor(h, target, "") {
+		id = max(id, e.ID)
+	}
+	return id
+}
+
+// trial runs one timed failover of the resource's home node and returns
+// its stamps; it leaves the victim down.
+func (f *failoverLab) trial(i int) failoverTrial {
+	b, l := f.b, f.l
+	victim := f.home
+	survivors := l.Others(victim)
+	sp := pick(f.polls, survivors)
+	histFrom := f.polls[f.dc] // the DC is a survivor (ready made sure)
+	before := f.newestID(victim)
+	how := "device"
+	if f.mode.watchdog {
+		how = "watchdog"
+	}
+	pidPath := func(n string) string { return l.RunDir(n) + "/process/" + failoverRes + ".pid" }
+	oldPid, oldStart, ok := procPidFile(pidPath(victim))
+	if !ok || !aliveSince(oldPid, oldStart) {
+		b.Fatalf("iteration %d: %s's process on %s not found alive", i, failoverRes, victim)
+	}
+	survPaths := map[string]string{}
+	for _, n := range survivors {
+		survPaths[n] = pidPath(n)
+	}
+
+	var (
+		tr                 failoverTrial
+		mu                 sync.Mutex
+		wg                 sync.WaitGroup
+		lost               = make([]time.Time, len(sp))
+		started            = make([]time.Time, len(sp))
+		last               = make([]string, len(sp))
+		histLast, diskLast string
+		deadline           = time.Now().Add(lab.Scale(failoverTimeout))
+	)
+	// Status of each survivor, every pollEvery.
+	for k, p := range sp {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tick := time.NewTicker(pollEvery)
+			defer tick.Stop()
+			for {
+				ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+				st, err := p.status(ctx)
+				now := time.Now()
+				cancel()
+				mu.Lock()
+				if err != nil {
+					last[k] = err.Error()
+				} else {
+					last[k] = resState(st, failoverRes) + " " + lab.Summary(st)
+					if lost[k].IsZero() && lab.State(st, victim) == api.NodeLost {
+						lost[k] = now
+					}
+					if r, ok := resIn(st, failoverRes); ok && started[k].IsZero() && r.State == "started" && r.Node != "" && r.Node != victim {
+						started[k] = now
+						tr.to = r.Node
+					}
+				}
+				done := !lost[k].IsZero() && !started[k].IsZero()
+				mu.Unlock()
+				if done || now.After(deadline) {
+					return
+				}
+				<-tick.C
+			}
+		}()
+	}
+	// Ground truth, every pollEvery: the old process, a new one elsewhere.
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(pollEvery)
+		defer tick.Stop()
+		for {
+			now := time.Now()
+			mu.Lock()
+			if tr.oldGone.IsZero() && !aliveSince(oldPid, oldStart) {
+				tr.oldGone = now
+			}
+			if tr.onDisk.IsZero() {
+				for _, path := range survPaths {
+					if pid, st, ok := procPidFile(path); ok && aliveSince(pid, st) {
+						tr.onDisk = now
+					}
+				}
+			}
+			done := !tr.oldGone.IsZero() && !tr.onDisk.IsZero()
+			diskLast = fmt.Sprintf("old process gone=%v, new one seen=%v", !tr.oldGone.IsZero(), !tr.onDisk.IsZero())
+			mu.Unlock()
+			if done || now.After(deadline) {
+				return
+			}
+			<-tick.C
+		}
+	}()
+	// The DC's fencing history, every 5×pollEvery (the figure is the
+	// event's own end, not the time it was read).
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		tick := time.NewTicker(5 * pollEvery)
+		defer tick.Stop()
+		for {
+			h, err := histFrom.history()
+			now := time.Now()
+			mu.Lock()
+			if err != nil {
+				histLast = err.Error()
+			} else {
+				evs := eventsFor(h, victim, before)
+				histLast = eventsSummary(evs)
+				for _, e := range evs {
+					if e.OK && e.How == how {
+						tr.event = e
+						tr.end = e.Started.Add(e.Duration)
+					}
+				}
+			}
+			done := !tr.end.IsZero()
+			mu.Unlock()
+			if done || now.After(deadline) {
+				return
+			}
+			<-tick.C
+		}
+	}()
+
+	tr.start = time.Now()
+	if f.mode.hang {
+		l.Pause(victim)
+	} else {
+		l.Kill(victim)
+	}
+	wg.Wait()
+
+	if tr.end.IsZero() || tr.onDisk.IsZero() || tr.oldGone.IsZero() {
+		l.DumpLogs(40)
+		b.Fatalf("iteration %d (%s): no complete failover within %s: history [%s]; truth [%s]; status [%s]",
+			i, victim, failoverTimeout, histLast, diskLast, strings.Join(last, " | "))
+	}
+	for k := range sp {
+		if lost[k].IsZero() || started[k].IsZero() {
+			l.DumpLogs(40)
+			b.Fatalf("iteration %d (%s): %s did not report the failover: %s", i, victim, sp[k].name, last[k])
+		}
+	}
+	tr.lost, _ = spread(lost)
+	tr.started, tr.startedAll = spread(started)
+	if tr.onDisk.Before(tr.oldGone) {
+		b.Errorf("iteration %d: NEVER TWICE: the new process was seen at +%s, the old one on %s gone only at +%s",
+			i, tr.onDisk.Sub(tr.start), victim, tr.oldGone.Sub(tr.start))
+	}
+	return tr
+}
+
+// restart brings the victim back (the lab empties its run folder, as after
+// a reboot) and waits, untimed, for the steady state of the next trial.
+func (f *failoverLab) restart(victim string) {
+	l := f.l
+	l.WaitFor(victim+" powered off", 30*time.Second, func() (bool, string) {
+		return !l.Node(victim).Running(), "still running"
+	})
+	l.Start(victim)
+	f.ready()
+}
+
+// benchFailover runs the failover benchmark for mode.
+//
+// Metrics: p50/p99/max-ms fault → the resource's instance started on
+// another node in a survivor's own status (the first survivor to show it);
+// fenced-p50/p99/max-ms fault → the end of the OK fencing event (device or
+// watchdog) as the DC recorded it; lost-p50-ms fault → the victim lost on
+// the first survivor; disk-p50-ms fault → the new process alive (ground
+// truth); from-lost-p50/p99-ms started − lost, per trial.
+func benchFailover(b *testing.B, mode failoverMode) {
+	f := newFailoverLab(b, mode)
+	logRTT(b, f.polls[f.dc])
+	var started, all, fencedAt, lost, onDisk, fromLost, gone latencies
+	tos := map[string]int{}
+	i := 0
+	for b.Loop() {
+		victim := f.home
+		tr := f.trial(i)
+		since := func(t time.Time) time.Duration { return t.Sub(tr.start) }
+		started.add(since(tr.started))
+		all.add(since(tr.startedAll))
+		fencedAt.add(since(tr.end))
+		lost.add(since(tr.lost))
+		onDisk.add(since(tr.onDisk))
+		fromLost.add(tr.started.Sub(tr.lost))
+		gone.add(since(tr.oldGone))
+		tos[victim+"→"+tr.to]++
+		if i == 0 {
+			b.Logf("first trial's fencing event: %s", eventLine(tr.event))
+		}
+		if !strings.HasPrefix(tr.event.By, "dc ") {
+			b.Errorf("iteration %d: fencing event by %q, want the DC", i, tr.event.By)
+		}
+		f.restart(victim)
+		i++
+	}
+	// go test keeps about 10 lines of a benchmark's log: one line each.
+	b.Logf("fault → started elsewhere, first survivor's status (ms): %s", started.String())
+	b.Logf("fault → started elsewhere, both survivors' status (ms): %s", all.String())
+	b.Logf("fault → fencing event end, DC's record (ms): %s", fencedAt.String())
+	b.Logf("fault → victim lost, first survivor (ms): %s", lost.String())
+	b.Logf("fault → new process alive on disk (ms): %s; → old process gone (ms): %s", onDisk.String(), gone.String())
+	b.Logf("lost → started elsewhere (ms): %s; moves (victim→new node: trials): %v", fromLost.String(), tos)
+	started.report(b, "")
+	fencedAt.report(b, "fenced-")
+	b.ReportMetric(lost.pct(50), "lost-p50-ms")
+	b.ReportMetric(onDisk.pct(50), "disk-p50-ms")
+	b.ReportMetric(all.pct(50), "all-p50-ms")
+	b.ReportMetric(fromLost.pct(50), "from-lost-p50-ms")
+	b.ReportMetric(fromLost.pct(99), "from-lost-p99-ms")
+}
+
+// BenchmarkFailoverFenced: three nodes in network namespaces, default
+// timings, the lab fence device for every node (it really powers a node
+// off: SIGKILL of its process group and of everything in its namespace),
+// one vigil:process resource preferring a non-DC node. Each iteration
+// SIGKILLs that node and measures kill → the resource started on another
+// node (status) and kill → fencing confirmed (the DC's history); then the
+// victim is restarted (as after a reboot), rejoins, probes, gets the
+// resource back, and the cluster settles (untimed).
+func BenchmarkFailoverFenced(b *testing.B) { benchFailover(b, failoverMode{}) }
+
+// BenchmarkFailoverWatchdog: as BenchmarkFailoverFenced with
+// `--watchdog process` and no fence device: after a SIGKILL the DC may
+// recover only once lease + 2×watchdog + margin have passed since the loss.
+func BenchmarkFailoverWatchdog(b *testing.B) { benchFailover(b, failoverMode{watchdog: true}) }
+
+// BenchmarkFailoverHang: as BenchmarkFailoverFenced, but the node is
+// SIGSTOPped (hung: its processes exist, stopped); the fence device powers
+// it off before the resource starts elsewhere.
+func BenchmarkFailoverHang(b *testing.B) { benchFailover(b, failoverMode{hang: true}) }
