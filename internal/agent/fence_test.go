@@ -247,17 +247,7 @@ func TestFenceMutations(t *testing.T) {
 		if err == nil {
 			err = fc.Topology.Validate(fc.Devices, testNodes)
 		}
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("#%d %s: err %v, want %q", i, tc.name, err, tc.err)
-			}
-			if tc.code != "" && !api.IsCode(err, tc.code) {
-				t.Errorf("#%d %s: err %v, want code %s", i, tc.name, err, tc.code)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("#%d %s: %v", i, tc.name, err)
+		if !expectErr(t, i, tc.name, err, tc.err, tc.code) {
 			continue
 		}
 		if !tc.check(&fc) {

@@ -415,23 +415,34 @@ func TestMutations(t *testing.T) {
 		if err == nil {
 			err = c.Validate(testNodes)
 		}
-		if tc.err != "" {
-			if err == nil || !strings.Contains(err.Error(), tc.err) {
-				t.Errorf("#%d %s: err %v, want %q", i, tc.name, err, tc.err)
-			}
-			if tc.code != "" && !api.IsCode(err, tc.code) {
-				t.Errorf("#%d %s: err %v, want code %s", i, tc.name, err, tc.code)
-			}
-			continue
-		}
-		if err != nil {
-			t.Errorf("#%d %s: %v", i, tc.name, err)
+		if !expectErr(t, i, tc.name, err, tc.err, tc.code) {
 			continue
 		}
 		if !tc.check(&c) {
 			t.Errorf("#%d %s: unexpected result: %+v", i, tc.name, c)
 		}
 	}
+}
+
+// expectErr checks a table case's error: with want set, err must contain it
+// (and carry code, if set); without, err must be nil. It reports whether the
+// case succeeded and its result should be checked further.
+func expectErr(t *testing.T, i int, name string, err error, want, code string) bool {
+	t.Helper()
+	if want != "" {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("#%d %s: err %v, want %q", i, name, err, want)
+		}
+		if code != "" && !api.IsCode(err, code) {
+			t.Errorf("#%d %s: err %v, want code %s", i, name, err, code)
+		}
+		return false
+	}
+	if err != nil {
+		t.Errorf("#%d %s: %v", i, name, err)
+		return false
+	}
+	return true
 }
 
 func TestInstanceOf(t *testing.T) {
