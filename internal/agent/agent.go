@@ -19,8 +19,6 @@ import (
 	"sync"
 	"time"
 
-	"go.etcd.io/raft/v3/raftpb"
-
 	"github.com/vigil-ha/vigil/internal/agents"
 	"github.com/vigil-ha/vigil/internal/config"
 	"github.com/vigil-ha/vigil/internal/controller"
@@ -195,7 +193,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 			NodeTimeout: tm.NodeTimeout.D(),
 		},
 		BootID:    a.bootID,
-		ClusterID: clusterID(f.Name, a.key),
+		ClusterID: f.Name,
 		Key:       pki.HeartbeatKey(a.key),
 		Listen:    self.Links,
 		Logger:    a.log,
@@ -290,7 +288,8 @@ func (a *Agent) run(ctx context.Context) error {
 	workCtx, stopWork := context.WithCancel(context.Background())
 	var work sync.WaitGroup
 	defer func() { stopWork(); work.Wait() }()
-	go a.relayTransportReports(workCtx)
+	work.Add(1)
+	go func() { defer work.Done(); a.relayTransportReports(workCtx) }()
 	work.Add(1)
 	go func() { defer work.Done(); a.leaseLoop(workCtx) }()
 	if a.exec != nil {
@@ -752,12 +751,4 @@ func (a *Agent) close() {
 			a.log.Error("close store", "err", err)
 		}
 	}
-}
-
-// deliver is the raft handler's callback type; kept to document that the
-// transport hands every inbound message to the store.
-var _ func(context.Context, *raftpb.Message) error = (*store.Node)(nil).Step
-
-func clusterID(name string, key []byte) string {
-	return name
 }

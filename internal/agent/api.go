@@ -269,7 +269,7 @@ func (a *Agent) write(ctx context.Context, cmd store.Command) (api.WriteResult, 
 		return api.WriteResult{}, api.Errorf(api.CodeTimeout, "the change was not committed within %s; it may still commit: check before retrying", writeTimeout)
 	case errors.Is(err, store.ErrConfChangePending):
 		return api.WriteResult{}, api.Errorf(api.CodeConflict, "another membership change is in progress; try again shortly")
-	case errors.Is(err, store.ErrNodeExists), errors.Is(err, store.ErrEpochMismatch):
+	case errors.Is(err, store.ErrNodeExists), errors.Is(err, store.ErrEpochMismatch), errors.Is(err, store.ErrCompareFailed):
 		return api.WriteResult{}, api.Errorf(api.CodeConflict, "%v", err)
 	case errors.Is(err, store.ErrUnknownNode):
 		return api.WriteResult{}, api.Errorf(api.CodeNotFound, "%v", err)

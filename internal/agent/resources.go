@@ -1476,63 +1476,44 @@ func (b backend) ApplyConfig(ctx context.Context, req api.ApplyConfigRequest) (a
 
 func (b backend) FenceConfirm(ctx context.Context, node string, req api.FenceConfirmRequest) (api.FenceConfirmResult, error) {
 	a := b.a
-	var known bool
-	var rec model.NodeRecord
-	var records []model.ResourceRecord
-	var tasks []model.Task
-	var restarts []string
-	var err error
-	a.node.Read(func(s *store.State) {
-		_, known = s.Member(node)
-		rec = clusterstate.NodeRecord(s, node)
-		if records, err = clusterstate.Records(s, node); err != nil {
-			return
-		}
-		tasks, err = clusterstate.Tasks(s, node)
-		s.Range(clusterstate.PrefixRestart+node+"/", func(k string, _ store.Item) bool {
-			restarts = append(restarts, k)
-			return true
-		})
-	})
+	v, _, err := a.readView()
 	if err != nil {
-		return api.FenceConfirmResult{}, fmt.Errorf("read state: %w", err)
+		return api.FenceConfirmResult{}, err
 	}
-	if !known {
+	if !slices.Contains(v.NodeNames(), node) {
 		return api.FenceConfirmResult{}, notFound("fence confirm: %s is not a node of this cluster", node)
 	}
 	if a.alive(node) {
 		return api.FenceConfirmResult{}, api.Errorf(api.CodeConflict, "fence confirm: %s is alive (a member in %s's view): it cannot be confirmed down; if it is hung, power it off first and wait until it is lost", node, a.cfg.Node)
 	}
 	out := api.FenceConfirmResult{Node: node, Released: []string{}, Tasks: []string{}}
-	var ops []store.Op
-	for _, r := range records {
-		out.Released = append(out.Released, fmt.Sprintf("%s (%s)", r.Resource, r.State))
-		ops = append(ops, store.Op{Key: clusterstate.RecordKey(node, r.Resource), Delete: true})
+	for _, r := range v.Records {
+		if r.Node == node {
+			out.Released = append(out.Released, fmt.Sprintf("%s (%s)", r.Resource, r.State))
+		}
 	}
-	for _, t := range tasks {
-		out.Tasks = append(out.Tasks, fmt.Sprintf("%s: %s %s", t.ID, t.Action, t.Resource))
-		ops = append(ops, store.Op{Key: clusterstate.TaskKey(node, t.ID), Delete: true})
-	}
-	// Restart requests were for the incarnation now proven down.
-	for _, k := range restarts {
-		ops = append(ops, store.Op{Key: k, Delete: true})
+	for _, t := range v.Tasks {
+		if t.Node == node {
+			out.Tasks = append(out.Tasks, fmt.Sprintf("%s: %s %s", t.ID, t.Action, t.Resource))
+		}
 	}
 	if !req.Yes {
 		return out, nil
 	}
-	rec.V = clusterstate.FormatVersion
-	rec.Down = &model.DownProof{How: "confirmed", By: "operator", At: time.Now().UTC(), BootID: rec.BootID}
-	ops = append(ops, store.Op{Key: clusterstate.NodeKey(node), Value: clusterstate.Encode(rec)})
-	// NB: the store has no compare on a key's version, so a node that
-	// comes back between the read above and this commit could have its new
-	// record overwritten. Check liveness once more to keep the window small.
-	if a.alive(node) {
-		return api.FenceConfirmResult{}, api.Errorf(api.CodeConflict, "fence confirm: %s came back while confirming: nothing was written", node)
+	// The same proof as a fence's, guarded on the node record read above:
+	// if the node came back in between, nothing is written.
+	rec := v.NodeRecords[node]
+	if rec.Name == "" {
+		rec.Name = node
 	}
-	if _, err := a.write(ctx, store.Txn{Ops: ops}); err != nil {
+	ops, guard := controller.ProofOps(v, rec, model.DownProof{How: "confirmed", By: "operator", At: time.Now().UTC()})
+	if _, err := a.write(ctx, store.Txn{Ops: ops, If: guard}); err != nil {
+		if api.IsCode(err, api.CodeConflict) {
+			return api.FenceConfirmResult{}, api.Errorf(api.CodeConflict, "fence confirm: %s came back while confirming: nothing was written", node)
+		}
 		return api.FenceConfirmResult{}, err
 	}
-	a.log.Warn("operator confirmed a node down", "peer", node, "boot_id", rec.BootID, "released", len(records), "tasks", len(tasks))
+	a.log.Warn("operator confirmed a node down", "peer", node, "boot_id", rec.BootID, "released", len(out.Released), "tasks", len(out.Tasks))
 	out.Confirmed = true
 	return out, nil
 }

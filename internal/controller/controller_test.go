@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -485,4 +486,52 @@ func TestFenceDeviceMonitor(t *testing.T) {
 		m, ok := ms["lab"]
 		return ok && !m.OK && m.RC == 1
 	})
+}
+
+// ProofOps, used by fencing, the watchdog and `vigil fence confirm`:
+// applied to the state it was built from, it records the proof and releases
+// the node's records, tasks and restart requests; once the node has
+// re-registered (its record rewritten), the same transaction is refused and
+// changes nothing.
+func TestProofOpsGuardsTheIncarnation(t *testing.T) {
+	s := store.NewState()
+	put := func(ops ...store.Op) {
+		t.Helper()
+		if _, err := s.Apply(s.Index()+1, store.Txn{Ops: ops}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(store.Op{Key: clusterstate.NodeKey("n2"), Value: clusterstate.Encode(model.NodeRecord{V: 1, Name: "n2", BootID: 5, Probed: 5})},
+		store.Op{Key: clusterstate.RecordKey("n2", "r1"), Value: clusterstate.Encode(model.ResourceRecord{V: 1, Resource: "r1", Node: "n2", State: model.StateStarted})},
+		store.Op{Key: clusterstate.TaskKey("n2", "t1"), Value: clusterstate.Encode(model.Task{V: 1, ID: "t1", Node: "n2", Action: model.ActStop, Resource: "r1"})},
+		store.Op{Key: clusterstate.RestartKey("n2", "r1"), Value: []byte("{}")})
+	v, err := ReadView(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, guard := ProofOps(v, v.NodeRecords["n2"], model.DownProof{How: "confirmed"})
+
+	late := s.Clone()
+	if _, err := late.Apply(late.Index()+1, store.Put{Key: clusterstate.NodeKey("n2"), Value: clusterstate.Encode(model.NodeRecord{V: 1, Name: "n2", BootID: 6})}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := late.Apply(late.Index()+1, store.Txn{Ops: ops, If: guard}); !errors.Is(err, store.ErrCompareFailed) {
+		t.Fatalf("proof after the node came back: err %v, want ErrCompareFailed", err)
+	}
+	if _, still := late.Get(clusterstate.RecordKey("n2", "r1")); !still {
+		t.Fatal("a refused proof deleted the node's records")
+	}
+
+	if _, err := s.Apply(s.Index()+1, store.Txn{Ops: ops, If: guard}); err != nil {
+		t.Fatal(err)
+	}
+	rec := clusterstate.NodeRecord(s, "n2")
+	if rec.Down == nil || rec.Down.BootID != 5 {
+		t.Fatalf("proof: %+v", rec.Down)
+	}
+	for _, k := range []string{clusterstate.RecordKey("n2", "r1"), clusterstate.TaskKey("n2", "t1"), clusterstate.RestartKey("n2", "r1")} {
+		if _, still := s.Get(k); still {
+			t.Errorf("%s not released by the proof", k)
+		}
+	}
 }

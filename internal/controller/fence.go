@@ -153,8 +153,9 @@ func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Pla
 				Confirmed: fmt.Sprintf("lost by a majority for lease %s + watchdog %s + margin", rec.Watchdog.Lease, rec.Watchdog.Timeout),
 				Started:   c.cfg.Now(),
 			}
-			ops = append(ops, c.proofOps(v, rec, ev, model.DownProof{How: "watchdog", By: "dc " + c.cfg.Self, At: c.cfg.Now(), BootID: rec.BootID})...)
-			guards = append(guards, proofGuard(rec, true)...)
+			pops, guard := c.proofWithHistory(v, rec, ev, model.DownProof{How: "watchdog", By: "dc " + c.cfg.Self, At: c.cfg.Now()})
+			ops = append(ops, pops...)
+			guards = append(guards, guard...)
 			c.log.Warn("node fenced by its watchdog: recovering its resources", "node", t.node, "reason", t.reason)
 			continue
 		}
@@ -226,9 +227,10 @@ func (c *Controller) finishDeviceFence(ctx context.Context, t target, rec model.
 		return
 	}
 	var ops []store.Op
+	var guard []store.Cmp
 	if ev.OK {
 		c.log.Warn("node fenced", "node", t.node, "level", ev.Level, "devices", strings.Join(ev.Devices, ","), "confirmed", ev.Confirmed)
-		ops = c.proofOps(v, rec, ev, model.DownProof{How: "fenced", Device: strings.Join(ev.Devices, ","), By: "dc " + c.cfg.Self, At: c.cfg.Now(), BootID: rec.BootID})
+		ops, guard = c.proofWithHistory(v, rec, ev, model.DownProof{How: "fenced", Device: strings.Join(ev.Devices, ","), By: "dc " + c.cfg.Self, At: c.cfg.Now()})
 	} else {
 		c.log.Error("fencing failed: the node's resources stay blocked", "node", t.node, "err", ev.Error, "attempts", len(ev.Attempts))
 		ops = c.historyOps(v, ev)
@@ -239,25 +241,20 @@ func (c *Controller) finishDeviceFence(ctx context.Context, t target, rec model.
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: proofGuard(rec, ev.OK)}); err != nil {
+	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: guard}); err != nil {
 		c.log.Error("record fence outcome", "node", t.node, "err", err)
 	}
 }
 
-// proofGuard makes a proof conditional on the node record being the one
-// that was fenced: if the node came back (a new incarnation registered) in
-// between, its fresh records must not be deleted.
-func proofGuard(rec model.NodeRecord, proof bool) []store.Cmp {
-	if !proof {
-		return nil
-	}
-	return []store.Cmp{{Key: clusterstate.NodeKey(rec.Name), Version: rec.Version}}
-}
-
-// proofOps writes a down proof for the node's current incarnation and
-// releases what it ran: its records, tasks and requests are deleted, so the
-// scheduler sees its resources stopped.
-func (c *Controller) proofOps(v View, rec model.NodeRecord, ev model.FenceEvent, proof model.DownProof) []store.Op {
+// ProofOps records rec's node as proven down in the incarnation rec names,
+// and releases what it ran: its resource records, tasks and restart
+// requests are deleted, so the scheduler sees its resources stopped. The
+// guard makes the whole transaction conditional on the node record still
+// being rec (same store version): a node that came back in between (a new
+// incarnation registered) keeps its fresh records. Every down proof, from a
+// fence device, a watchdog or an operator, is written through here.
+func ProofOps(v View, rec model.NodeRecord, proof model.DownProof) ([]store.Op, []store.Cmp) {
+	proof.BootID = rec.BootID
 	rec.V = clusterstate.FormatVersion
 	rec.Down = &proof
 	ops := []store.Op{{Key: clusterstate.NodeKey(rec.Name), Value: clusterstate.Encode(rec)}}
@@ -271,7 +268,19 @@ func (c *Controller) proofOps(v View, rec model.NodeRecord, ev model.FenceEvent,
 			ops = append(ops, store.Op{Key: clusterstate.TaskKey(t.Node, t.ID), Delete: true})
 		}
 	}
-	return append(ops, c.historyOps(v, ev)...)
+	prefix := clusterstate.PrefixRestart + rec.Name + "/"
+	for _, k := range v.Restarts {
+		if strings.HasPrefix(k, prefix) {
+			ops = append(ops, store.Op{Key: k, Delete: true})
+		}
+	}
+	return ops, []store.Cmp{{Key: clusterstate.NodeKey(rec.Name), Version: rec.Version}}
+}
+
+// proofWithHistory is ProofOps plus the fencing history entry.
+func (c *Controller) proofWithHistory(v View, rec model.NodeRecord, ev model.FenceEvent, proof model.DownProof) ([]store.Op, []store.Cmp) {
+	ops, guard := ProofOps(v, rec, proof)
+	return append(ops, c.historyOps(v, ev)...), guard
 }
 
 // historyOps appends a fencing event (and answers an operator's request for

@@ -27,6 +27,8 @@ type View struct {
 	Devices       map[string]fencing.Device
 	Topology      fencing.Topology
 	FenceRequests []model.FenceRequest
+	// Restarts are the keys of pending restart requests.
+	Restarts []string
 	// DeviceHealth is each fence device's last monitor.
 	DeviceHealth map[string]model.FenceMonitor
 	// HistoryPrune deletes the oldest fencing events so one more fits.
@@ -62,6 +64,10 @@ func ReadView(s *store.State) (View, error) {
 		return v, err
 	}
 	v.HistoryPrune = clusterstate.PruneFenceHistory(s, clusterstate.FenceHistoryKeep)
+	s.Range(clusterstate.PrefixRestart, func(k string, _ store.Item) bool {
+		v.Restarts = append(v.Restarts, k)
+		return true
+	})
 	if v.DeviceHealth, err = clusterstate.FenceMonitors(s); err != nil {
 		return v, err
 	}
