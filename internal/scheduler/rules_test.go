@@ -26,7 +26,7 @@ func TestRuleEligibleNodes(t *testing.T) {
 		{name: "cluster maintenance mode: no actions, only notes",
 			snap: newSnap("n1", "n2:lost").prop(model.PropMaintenanceMode, "true").res("web", "db").
 				rec("web", "n1", model.StateFailed, 1).rec("db", "n2", model.StateStarted).snap(),
-			actions: none, fence: []string(nil), notes: []string{"maintenance mode: no actions"}},
+			actions: none, fence: none, notes: []string{"maintenance mode: no actions"}},
 		{name: "pending node: nothing placed there, what it runs counts as active",
 			snap:    newSnap("n1", "n2:pending").res("web", "db").rec("web", "n2", model.StateStarted).loc("db", "n2", 100).snap(),
 			actions: []string{"start db@n1"}, blocked: []string{"web: active on n2, which is still probing"}},
@@ -170,7 +170,7 @@ func TestRuleStopFailed(t *testing.T) {
 			place: map[string]string{"web": ""}},
 		{name: "stop failed on a node that was then fenced: recovered",
 			snap:    newSnap("n1", "n2:offline").res("web").rec("web", "n2", model.StateStopFailed).snap(),
-			actions: []string{"start web@n1"}, fence: []string(nil)},
+			actions: []string{"start web@n1"}, fence: none},
 	})
 }
 
