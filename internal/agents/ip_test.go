@@ -238,10 +238,9 @@ func TestIPv4StartAnnounceMonitorStop(t *testing.T) {
 
 	l.want(t, a, ActionValidateAll, params, CodeOK)
 	l.want(t, a, ActionMonitor, params, CodeNotRunning)
-	res := l.want(t, a, ActionStart, params, CodeOK)
-	if res.Duration > time.Second {
-		t.Errorf("start took %v, want under 1s", res.Duration)
-	}
+	// That start does not wait for the whole announcement series is
+	// asserted by TestIPStopCancelsAnnouncements (1s × 50).
+	l.want(t, a, ActionStart, params, CodeOK)
 	got := l.nodeAddr(t, "198.18.0.100")
 	if got == nil {
 		t.Fatal("start did not add 198.18.0.100 to vip0")
