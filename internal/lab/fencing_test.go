@@ -443,7 +443,7 @@ func TestFenceIsolatedNode(t *testing.T) {
 		t.Errorf("the isolated %s never reported no quorum before it was fenced (last view: %s)", victim, lastView)
 	}
 	if selfStopped == 0 {
-		t.Logf("note: the isolated %s did not stop %s itself before it was fenced", victim, id)
+		t.Errorf("the isolated %s did not stop %s itself (no quorum) before it was fenced", victim, id)
 	}
 	to := waitStarted(t, l, dc, id, fencedWithin+settle, notIn(victim))
 	running := time.Since(isoAt)
@@ -536,7 +536,7 @@ func TestFenceLevelFallThroughAndTotalFailure(t *testing.T) {
 		blocked = blocked || b.Instance == id
 	}
 	if !blocked {
-		t.Logf("note: status lists no Blocked entry for %s (state %s)", id, resState(st, id))
+		t.Errorf("status lists no Blocked entry for %s (state %s)", id, resState(st, id))
 	}
 	l.Always(id+" not started anywhere while "+on+" is not proven down", 10*time.Second, func() (bool, string) {
 		got := l.ActiveOn(id)
@@ -704,11 +704,9 @@ func TestFenceHangingAgentTimesOut(t *testing.T) {
 	if ev.Duration > 10*time.Second {
 		t.Errorf("the hanging agent was not cut at its 2s timeout: the fencing took %s", ev.Duration)
 	}
-	// No sleep left behind: the agent's group was killed.
-	time.Sleep(500 * time.Millisecond)
-	if n := countProcs(agent); n > 0 {
-		t.Logf("note: %d process(es) of the hanging agent alive (a retry after the failure may be running)", n)
-	}
+	// That the timed-out agent's whole process group is killed is asserted
+	// by internal/fencing's runner tests; here the DC may already be
+	// retrying, which starts the agent again.
 	l.Always(id+" not started anywhere while "+victim+" is not proven down", 10*time.Second, func() (bool, string) {
 		got := l.ActiveOn(id)
 		return len(got) == 0, fmt.Sprintf("%s active on %v", id, got)
