@@ -171,11 +171,28 @@ func (c *Controller) Run(ctx context.Context) error {
 
 // takeOver records this node as DC for term: executors then refuse tasks of
 // older terms, so a deposed DC's queued tasks are not run.
+//
+// The write is guarded on the record it read, and refused if a newer term is
+// already recorded: a node that was DC a moment ago can still have its
+// proposal forwarded and committed after its successor's, and must not put
+// the record back to its older term.
 func (c *Controller) takeOver(ctx context.Context, term uint64) error {
+	var cur clusterstate.DCRecord
+	var version uint64
+	c.cfg.Store.Read(func(s *store.State) {
+		cur = clusterstate.DC(s)
+		it, _ := s.Get(clusterstate.KeyDC)
+		version = it.Version
+	})
+	if cur.Term > term {
+		return fmt.Errorf("a DC of a newer term (%s, term %d) is recorded", cur.Name, cur.Term)
+	}
 	rec := clusterstate.DCRecord{V: clusterstate.FormatVersion, Name: c.cfg.Self, Term: term}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	if _, err := c.cfg.Store.Propose(pctx, store.Put{Key: clusterstate.KeyDC, Value: clusterstate.Encode(rec)}); err != nil {
+	txn := store.Txn{Ops: []store.Op{{Key: clusterstate.KeyDC, Value: clusterstate.Encode(rec)}},
+		If: []store.Cmp{{Key: clusterstate.KeyDC, Version: version}}}
+	if _, err := c.cfg.Store.Propose(pctx, txn); err != nil {
 		return err
 	}
 	c.mu.Lock()
@@ -194,6 +211,11 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 		return fmt.Errorf("read state: %w", err)
 	}
 	if v.DC.Term != term || v.DC.Name != c.cfg.Self {
+		// Take over again (or stand down) on the next loop rather than
+		// failing every round in this term.
+		c.mu.Lock()
+		c.term = 0
+		c.mu.Unlock()
 		return fmt.Errorf("DC record says %s in term %d, not us in %d", v.DC.Name, v.DC.Term, term)
 	}
 	alive := func(n string) bool { return n == c.cfg.Self || c.cfg.Alive(n) }
@@ -221,6 +243,9 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 	}
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	// Guarded on the DC record as read: a round of a deposed DC that is
+	// forwarded and committed late is refused whole.
+	guards = append(guards, store.Cmp{Key: clusterstate.KeyDC, Version: v.DCVersion})
 	if _, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: guards}); err != nil {
 		return fmt.Errorf("commit %d tasks: %w", len(tasks), err)
 	}

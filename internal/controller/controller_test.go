@@ -535,3 +535,36 @@ func TestProofOpsGuardsTheIncarnation(t *testing.T) {
 		}
 	}
 }
+
+// A deposed DC's takeover can be committed after its successor's (raft
+// forwards proposals): the record then names an older term. The current DC
+// takes over again instead of failing every round, and keeps working.
+func TestStaleDCRecordIsRepaired(t *testing.T) {
+	w := newWorld(t, nil)
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	w.runningOn("r1")
+	term := w.node.Status().Term
+	w.put(clusterstate.KeyDC, clusterstate.DCRecord{V: 1, Name: "n9", Term: term - 1})
+	w.waitFor("the DC record back at the current term", func() bool {
+		var dc clusterstate.DCRecord
+		w.node.Read(func(s *store.State) { dc = clusterstate.DC(s) })
+		return dc.Name == "n1" && dc.Term == term
+	})
+	w.put(clusterstate.ResourceKey("r2"), dummy("r2"))
+	w.runningOn("r2")
+}
+
+// A takeover never writes over a DC record of a newer term.
+func TestTakeOverRefusesANewerTerm(t *testing.T) {
+	w := newWorld(t, nil)
+	term := w.node.Status().Term
+	w.put(clusterstate.KeyDC, clusterstate.DCRecord{V: 1, Name: "n9", Term: term + 5})
+	if err := w.ctrl.takeOver(context.Background(), term); err == nil {
+		t.Fatal("takeOver overwrote a DC record of a newer term")
+	}
+	var dc clusterstate.DCRecord
+	w.node.Read(func(s *store.State) { dc = clusterstate.DC(s) })
+	if dc.Term != term+5 {
+		t.Fatalf("DC record changed to %+v", dc)
+	}
+}

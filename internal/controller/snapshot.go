@@ -22,6 +22,7 @@ type View struct {
 	Results     []model.TaskResult
 	NodeRecords map[string]model.NodeRecord
 	DC          clusterstate.DCRecord
+	DCVersion   uint64 // store version of the DC record
 	Index       uint64
 
 	Devices       map[string]fencing.Device
@@ -56,6 +57,9 @@ func ReadView(s *store.State) (View, error) {
 	}
 	v.Members = s.Members()
 	v.DC = clusterstate.DC(s)
+	if it, ok := s.Get(clusterstate.KeyDC); ok {
+		v.DCVersion = it.Version
+	}
 	v.Index = s.Index()
 	if v.Devices, v.Topology, err = clusterstate.LoadFencing(s); err != nil {
 		return v, err
