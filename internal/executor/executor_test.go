@@ -6,6 +6,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -604,5 +605,40 @@ func TestOCFDummyCloneInstance(t *testing.T) {
 	}
 	if rec := h.mustRecord("od-clone:0"); rec.State != model.StateStopped || rec.FailCount != 1 {
 		t.Fatalf("after stop: %+v", rec)
+	}
+}
+
+// A restart request obeys the start rules: without the node's lease it is
+// dropped, and the running resource is left as it is (neither stopped nor
+// started again).
+func TestRestartWithoutLeaseIsDropped(t *testing.T) {
+	h := newHarness(t)
+	r1 := dummy("r1")
+	h.resource(r1)
+	var lease atomic.Bool
+	lease.Store(true)
+	ex := h.start(func(c *Config) { c.Lease = lease.Load })
+	h.waitProbed(ex)
+	h.task("t0001", model.ActStart, r1, 1)
+	if res := h.waitResult("t0001"); !res.OK {
+		t.Fatalf("start: %+v", res)
+	}
+	before, err := os.Stat(h.stateFile("r1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease.Store(false)
+	time.Sleep(20 * time.Millisecond)
+	h.put(clusterstate.RestartKey(self, "r1"), time.Now().UTC().Format(time.RFC3339))
+	h.waitFor("the restart request to go", func(s *store.State) bool {
+		_, ok := s.Get(clusterstate.RestartKey(self, "r1"))
+		return !ok
+	})
+	after, err := os.Stat(h.stateFile("r1"))
+	if err != nil {
+		t.Fatalf("the resource was stopped by a restart without lease: %v", err)
+	}
+	if !after.ModTime().Equal(before.ModTime()) {
+		t.Fatal("the resource was restarted without the node's lease")
 	}
 }

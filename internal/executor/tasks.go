@@ -357,7 +357,7 @@ func (e *Executor) runCleanup(ctx context.Context, inst string) {
 // in order constraints is not restarted.
 func (e *Executor) runRestart(ctx context.Context, inst string) {
 	var in Instance
-	var known, present, found bool
+	var known, present, found, maint bool
 	var old model.ResourceRecord
 	e.mu.Lock()
 	e.cfg.Store.Read(func(s *store.State) {
@@ -365,14 +365,20 @@ func (e *Executor) runRestart(ctx context.Context, inst string) {
 		in, known = e.instByID[inst]
 		_, present = s.Get(clusterstate.RestartKey(e.cfg.Node, inst))
 		old, found = e.record(s, inst)
+		maint = e.maintenance(s)
 	})
 	e.mu.Unlock()
 	if !present {
 		return
 	}
 	ops := []store.Op{{Key: clusterstate.RestartKey(e.cfg.Node, inst), Delete: true}}
-	if !known || !found || old.State != model.StateStarted {
-		// Nothing runs here to restart: drop the request.
+	// A restart starts the resource again: it obeys the same rules as a
+	// task's start (maintenance, the node's lease).
+	noLease := e.cfg.Lease != nil && !e.cfg.Lease()
+	if !known || !found || old.State != model.StateStarted || maint || noLease {
+		if maint || noLease {
+			e.log.Warn("executor: restart request dropped", "resource", inst, "maintenance", maint, "no_lease", noLease)
+		}
 		_ = e.commit(ctx, "restart request of "+inst, ops)
 		return
 	}
