@@ -73,7 +73,7 @@ type Controller struct {
 	seq  uint64
 	last *scheduler.Plan
 
-	fencing    map[string]*fenceJob // fences in flight, by node
+	fencing    map[string]struct{}  // fences in flight, by node
 	fenceAfter map[string]time.Time // no new fence of the node before
 	monitored  map[string]time.Time // last monitor of each fence device
 }
@@ -91,7 +91,7 @@ func New(cfg Config) *Controller {
 	}
 	return &Controller{
 		cfg: cfg, log: cfg.Log.With("component", "controller"), kick: make(chan struct{}, 1),
-		fencing: map[string]*fenceJob{}, fenceAfter: map[string]time.Time{}, monitored: map[string]time.Time{},
+		fencing: map[string]struct{}{}, fenceAfter: map[string]time.Time{}, monitored: map[string]time.Time{},
 	}
 }
 

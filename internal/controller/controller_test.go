@@ -363,7 +363,8 @@ func TestLateProofDoesNotEraseANewIncarnation(t *testing.T) {
 	w.waitFor("the fence to start", func() bool {
 		w.ctrl.mu.Lock()
 		defer w.ctrl.mu.Unlock()
-		return w.ctrl.fencing["n2"] != nil
+		_, busy := w.ctrl.fencing["n2"]
+		return busy
 	})
 	// n2 reboots and registers again before the fence outcome is recorded.
 	w.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: boot + 1})
@@ -372,7 +373,8 @@ func TestLateProofDoesNotEraseANewIncarnation(t *testing.T) {
 	w.waitFor("the fence to finish", func() bool {
 		w.ctrl.mu.Lock()
 		defer w.ctrl.mu.Unlock()
-		return w.ctrl.fencing["n2"] == nil
+		_, busy := w.ctrl.fencing["n2"]
+		return !busy
 	})
 	var rec model.NodeRecord
 	var recs []model.ResourceRecord

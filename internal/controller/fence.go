@@ -73,11 +73,6 @@ const fenceRetry = 10 * time.Second
 // fenceTimeout bounds one whole fence (every level, delays, retries).
 const fenceTimeout = 5 * time.Minute
 
-// fenceJob is a fence in flight.
-type fenceJob struct {
-	started time.Time
-}
-
 // target is one node the DC wants proven down this round.
 type target struct {
 	node, reason, by string
@@ -86,7 +81,7 @@ type target struct {
 
 // fenceTargets returns the nodes to prove down: those the plan asks for (lost
 // holding resources, or a failed stop) and the operators' requests.
-func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) bool) ([]target, []model.FenceRequest) {
+func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) bool) []target {
 	var out []target
 	seen := map[string]bool{}
 	for _, f := range plan.Fence {
@@ -109,9 +104,7 @@ func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) 
 		seen[m.Name] = true
 		out = append(out, target{node: m.Name, reason: "lost uncleanly", by: "dc " + self})
 	}
-	var reqs []model.FenceRequest
 	for _, r := range v.FenceRequests {
-		reqs = append(reqs, r)
 		if !seen[r.Target] {
 			seen[r.Target] = true
 			out = append(out, target{node: r.Target, reason: "requested: " + r.Reason, by: r.By, manual: true})
@@ -123,7 +116,7 @@ func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) 
 			}
 		}
 	}
-	return out, reqs
+	return out
 }
 
 // fenceRound starts the fences this round calls for. Fence devices run in
@@ -131,7 +124,7 @@ func fenceTargets(v View, plan *scheduler.Plan, self string, alive func(string) 
 // the lease arithmetic allows it. It returns the ops to commit with the
 // round (watchdog proofs) and their guards.
 func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Plan, term uint64) ([]store.Op, []store.Cmp) {
-	targets, _ := fenceTargets(v, plan, c.cfg.Self, c.cfg.Alive)
+	targets := fenceTargets(v, plan, c.cfg.Self, c.cfg.Alive)
 	var ops []store.Op
 	var guards []store.Cmp
 	for _, t := range targets {
@@ -179,7 +172,7 @@ func (c *Controller) startDeviceFence(ctx context.Context, v View, t target, rec
 		c.mu.Unlock()
 		return
 	}
-	c.fencing[t.node] = &fenceJob{started: c.cfg.Now()}
+	c.fencing[t.node] = struct{}{}
 	c.mu.Unlock()
 	c.log.Warn("fencing node", "node", t.node, "reason", t.reason, "levels", len(levels))
 	devices := v.Devices

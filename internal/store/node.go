@@ -145,10 +145,9 @@ func (n *Node) run() {
 
 // processAll handles every pending Ready. Called with mu held.
 func (n *Node) processAll() error {
-	before := n.core.Status()
+	before := n.core.progress()
 	defer func() {
-		after := n.core.Status()
-		if after.Applied != before.Applied || after.Lead != before.Lead || after.Term != before.Term {
+		if n.core.progress() != before {
 			n.notify()
 		}
 	}()
