@@ -290,10 +290,24 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 	for _, p := range snap.Pending {
 		pending[p.Resource] = true
 	}
+	// Starts wait while a live node is still probing: it may run, unknown
+	// to the cluster, what would be started elsewhere (a node whose records
+	// a proof released, a resource started by hand). Stops need not wait.
+	probing := ""
+	for _, n := range snap.Nodes {
+		if n.State == model.NodePending && !n.Witness {
+			probing = n.Name
+			break
+		}
+	}
 	var out []model.Task
 	now := c.cfg.Now()
 	for _, a := range plan.Actions {
 		if len(a.After) > 0 || pending[a.Resource] {
+			continue
+		}
+		if probing != "" && (a.Kind == scheduler.ActionStart || a.Kind == scheduler.ActionMigrate) {
+			c.log.Debug("start held: a node is still probing", "resource", a.Resource, "probing", probing)
 			continue
 		}
 		action, node := a.Kind, a.Node

@@ -570,3 +570,16 @@ func TestTakeOverRefusesANewerTerm(t *testing.T) {
 		t.Fatalf("DC record changed to %+v", dc)
 	}
 }
+
+// Starts wait while a live node has not finished probing: it may already
+// run what would be started elsewhere.
+func TestStartsWaitForProbes(t *testing.T) {
+	w := newWorld(t, nil)
+	// n3 is alive but has not probed its new incarnation yet.
+	w.put(clusterstate.NodeKey("n3"), model.NodeRecord{V: 1, Name: "n3", BootID: boot + 1})
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	w.never("r1 started while n3 is still probing", 500*time.Millisecond, func() bool { return len(w.startedOn("r1")) > 0 })
+	w.put(clusterstate.NodeKey("n3"), model.NodeRecord{V: 1, Name: "n3", BootID: boot + 1, Probed: boot + 1})
+	w.ctrl.Kick()
+	w.runningOn("r1")
+}
