@@ -4,7 +4,7 @@
 # which tests will be skipped when it cannot.
 set -euo pipefail
 
-pkgs=(iproute2 nftables resource-agents fence-agents)
+pkgs=(iproute2 nftables resource-agents fence-agents busybox-static qemu-system-x86 qemu-utils)
 
 missing=()
 for p in "${pkgs[@]}"; do
