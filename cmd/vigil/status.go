@@ -149,7 +149,11 @@ func writeResourceStatus(w io.Writer, st api.Status) {
 				}
 				line += ")"
 			}
-			if out := strings.TrimSpace(f.Output); out != "" {
+			out := strings.TrimSpace(f.Output)
+			if f.FailureReason != "" {
+				out = strings.TrimSpace(f.FailureReason)
+			}
+			if out != "" {
 				if i := strings.LastIndexByte(out, '\n'); i >= 0 {
 					out = out[i+1:]
 				}

@@ -322,6 +322,11 @@ func (a *Agent) run(ctx context.Context) error {
 			if ch.Kind == membership.ChangeNode && ch.To == membership.StatusLost {
 				a.onNodeLost(ctx, ch.Node)
 			}
+			if a.exec != nil && ch.Kind == membership.ChangeNode && ch.From == membership.StatusLost && ch.To.IsMember() {
+				// A partition healed: what this node holds is announced
+				// again, for neighbours that learned a stale owner.
+				a.exec.Reannounce("node " + ch.Node + " is back")
+			}
 			if a.ctrl != nil && ch.Kind == membership.ChangeNode {
 				a.ctrl.Kick()
 			}

@@ -26,6 +26,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/vigil-ha/vigil/internal/agents"
 	"github.com/vigil-ha/vigil/internal/api"
 	"github.com/vigil-ha/vigil/internal/clusterstate"
 	"github.com/vigil-ha/vigil/internal/controller"
@@ -174,6 +175,14 @@ func (a *Agent) validateAgent(ctx context.Context, r model.Resource) error {
 	}
 	if err := md.Validate(r.Params); err != nil {
 		return badRequest("resource %s: %v", r.ID, err)
+	}
+	// Agents that know more than their meta-data says (vigil:ip parses
+	// the address and looks up the interface on this node) check it now,
+	// so a bad address is refused here rather than failing every start.
+	if pv, ok := ag.(agents.ParamValidator); ok {
+		if err := pv.ValidateParams(ctx, r.Params); err != nil {
+			return badRequest("resource %s: %v (checked on %s)", r.ID, err, a.cfg.Node)
+		}
 	}
 	return nil
 }
@@ -1127,7 +1136,7 @@ func motionState(action, recorded string) string {
 
 func apiRecord(r model.ResourceRecord) api.Record {
 	return api.Record{
-		Instance: r.Resource, Node: r.Node, State: r.State, FailCount: r.FailCount, LastFailure: r.LastFailure,
+		Instance: r.Resource, Node: r.Node, State: r.State, FailCount: r.FailCount, LastFailure: r.LastFailure, FailureReason: r.FailureReason,
 		LastOp: r.LastOp, LastRC: r.LastRC, Output: r.Output, Changed: r.Changed,
 	}
 }

@@ -36,6 +36,15 @@ type ParamValidator interface {
 	ValidateParams(ctx context.Context, params map[string]string) error
 }
 
+// Announcer is implemented by agents whose active resources must be
+// announced to the network again when it changes under them: after a
+// partition heals, neighbours may have cached a stale owner of a virtual
+// IP. Announce changes nothing on the node; it fails when the resource is
+// not active here.
+type Announcer interface {
+	Announce(ctx context.Context, req Request) error
+}
+
 // ipAgent is vigil:ip: an IPv4 or IPv6 address on an interface of this
 // node's network namespace (the namespace of the calling thread), announced
 // with gratuitous ARP (request and reply) or an unsolicited neighbour
@@ -411,12 +420,9 @@ func (a *ipAgent) start(ctx context.Context, req Request, c ipConfig) Result {
 	if err != nil {
 		return ipFail(CodeErrGeneric, "start %s: %v", c.prefix, err)
 	}
-	ifi := &net.Interface{Index: at.Index, MTU: at.MTU, Name: at.Name, HardwareAddr: at.HardwareAddr, Flags: at.Flags}
-	arpable := c.addr().Is4() && len(at.HardwareAddr) == 6 && at.Flags&net.FlagLoopback == 0 && at.RawFlags&unix.IFF_NOARP == 0
-
 	var arpConn ipPacketConn
-	if arpable {
-		arpConn, err = listenARP(ifi)
+	if arpable(c, at) {
+		arpConn, err = listenARP(attrsInterface(at))
 		if err != nil {
 			return ipFail(CodeErrGeneric, "start %s: open ARP socket on %s: %v", c.prefix, at.Name, err)
 		}
@@ -428,7 +434,7 @@ func (a *ipAgent) start(ctx context.Context, req Request, c ipConfig) Result {
 	}
 
 	if have == nil {
-		if arpable {
+		if arpConn != nil {
 			mac, err := arpProbe(ctx, arpConn, at.HardwareAddr, c.addr(), ipProbeWait)
 			if err != nil {
 				closeARP()
@@ -453,26 +459,40 @@ func (a *ipAgent) start(ctx context.Context, req Request, c ipConfig) Result {
 		}
 	}
 
+	return a.announce(ctx, req.Resource, c, at, arpConn)
+}
+
+// announce sends c.count announcements of c's address from interface at
+// (arpConn: the open ARP socket for IPv4, else nil): the first now, the
+// others in the background, bounded by the caller's outer context (see
+// outerCtxKey) and by the resource's next start, stop or announcement.
+// It owns arpConn.
+func (a *ipAgent) announce(ctx context.Context, resource string, c ipConfig, at *netlink.LinkAttrs, arpConn ipPacketConn) Result {
+	closeARP := func() {
+		if arpConn != nil {
+			_ = arpConn.Close()
+		}
+	}
 	if c.count == 0 {
 		closeARP()
 		return Result{Code: CodeOK}
 	}
 	var ann announcer
+	var err error
 	switch {
-	case arpable:
+	case arpConn != nil:
 		ann = &arpAnnouncer{conn: arpConn, mac: at.HardwareAddr, ip: c.addr()}
 	case c.addr().Is6() && len(at.HardwareAddr) > 0 && at.Flags&net.FlagLoopback == 0:
-		ann, err = newNAAnnouncer(ifi, c.addr())
+		ann, err = newNAAnnouncer(attrsInterface(at), c.addr())
 		if err != nil {
-			return ipFail(CodeErrGeneric, "start %s: open ICMPv6 socket on %s: %v", c.prefix, at.Name, err)
+			return ipFail(CodeErrGeneric, "announce %s: open ICMPv6 socket on %s: %v", c.prefix, at.Name, err)
 		}
 	default:
-		closeARP()
 		return Result{Code: CodeOK, Output: fmt.Sprintf("%s cannot be announced on %s (no link-layer address)", c.addr(), at.Name)}
 	}
 	if err := ann.announce(); err != nil {
 		_ = ann.Close()
-		return ipFail(CodeErrGeneric, "start %s: announce on %s: %v", c.prefix, at.Name, err)
+		return ipFail(CodeErrGeneric, "announce %s on %s: %v", c.prefix, at.Name, err)
 	}
 	if c.count == 1 {
 		_ = ann.Close()
@@ -482,8 +502,59 @@ func (a *ipAgent) start(ctx context.Context, req Request, c ipConfig) Result {
 	if outer == nil {
 		outer = context.Background()
 	}
-	a.startAnnouncer(outer, req.Resource, ann, c, at.Name)
+	a.startAnnouncer(outer, resource, ann, c, at.Name)
 	return Result{Code: CodeOK}
+}
+
+// Announce announces an address this node holds again, as start does
+// (announce_count times, announce_interval apart), without probing or
+// changing anything: the executor calls it when a partition heals, so that
+// neighbours that cached a stale owner during the partition learn the
+// holder's MAC at once. It fails when the address is not on its interface
+// here.
+func (a *ipAgent) Announce(ctx context.Context, req Request) error {
+	c, err := parseIPParams(req.Params)
+	if err != nil {
+		return err
+	}
+	a.stopAnnouncer(req.Resource)
+	link, err := findLink(c)
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", c.prefix, err)
+	}
+	at := link.Attrs()
+	have, err := findAddr(link, c.addr())
+	if err != nil {
+		return fmt.Errorf("announce %s: %w", c.prefix, err)
+	}
+	if have == nil {
+		return fmt.Errorf("announce %s: the address is not on %s here", c.prefix, at.Name)
+	}
+	if !linkUp(link) {
+		return fmt.Errorf("announce %s: link %s is down", c.prefix, at.Name)
+	}
+	var arpConn ipPacketConn
+	if arpable(c, at) {
+		if arpConn, err = listenARP(attrsInterface(at)); err != nil {
+			return fmt.Errorf("announce %s: open ARP socket on %s: %w", c.prefix, at.Name, err)
+		}
+	}
+	// The background repeats outlive the caller's action: bound them by
+	// their own timeout only (and by the resource's next action).
+	ctx = context.WithValue(ctx, outerCtxKey{}, context.WithoutCancel(ctx))
+	if res := a.announce(ctx, req.Resource, c, at, arpConn); res.Code != CodeOK {
+		return res.Err
+	}
+	return nil
+}
+
+// arpable reports whether c's address is announced by ARP on at.
+func arpable(c ipConfig, at *netlink.LinkAttrs) bool {
+	return c.addr().Is4() && len(at.HardwareAddr) == 6 && at.Flags&net.FlagLoopback == 0 && at.RawFlags&unix.IFF_NOARP == 0
+}
+
+func attrsInterface(at *netlink.LinkAttrs) *net.Interface {
+	return &net.Interface{Index: at.Index, MTU: at.MTU, Name: at.Name, HardwareAddr: at.HardwareAddr, Flags: at.Flags}
 }
 
 func prefixIPNet(p netip.Prefix) *net.IPNet {

@@ -262,12 +262,38 @@ func TestIPv4StartAnnounceMonitorStop(t *testing.T) {
 		t.Fatalf("second start: captured %d requests and %d replies, want 3 and 3", req, rep)
 	}
 
+	// Announce (a healed partition): the same series again, nothing else.
+	if err := l.announce(t, a, params); err != nil {
+		t.Fatalf("announce while held: %v", err)
+	}
+	req, rep = arpCount(t, capt, l.nodeMAC, vip, 3, time.Now().Add(2*time.Second))
+	if req != 3 || rep != 3 {
+		t.Fatalf("announce: captured %d requests and %d replies, want 3 and 3", req, rep)
+	}
+
 	l.want(t, a, ActionStop, params, CodeOK)
 	if l.nodeAddr(t, "198.18.0.100") != nil {
 		t.Fatal("stop left 198.18.0.100 on vip0")
 	}
 	l.want(t, a, ActionMonitor, params, CodeNotRunning)
 	l.want(t, a, ActionStop, params, CodeOK)
+	// An address not held here is never announced.
+	if err := l.announce(t, a, params); err == nil {
+		t.Fatal("announce of an address not held here succeeded")
+	}
+	if req, rep := arpCount(t, capt, l.nodeMAC, vip, 1, time.Now().Add(300*time.Millisecond)); req+rep != 0 {
+		t.Fatalf("announce of an address not held sent %d requests and %d replies", req, rep)
+	}
+}
+
+// announce runs the agent's Announce in the node's namespace.
+func (l *ipLab) announce(t *testing.T, a Agent, params map[string]string) error {
+	t.Helper()
+	var err error
+	inNS(t, l.node, func() {
+		err = a.(Announcer).Announce(context.Background(), Request{Resource: "vip", Params: params})
+	})
+	return err
 }
 
 func TestIPStopCancelsAnnouncements(t *testing.T) {

@@ -90,10 +90,13 @@ type Record struct {
 	State       string    `json:"state"`
 	FailCount   int64     `json:"fail_count,omitempty"`
 	LastFailure time.Time `json:"last_failure,omitzero"`
-	LastOp      string    `json:"last_op,omitempty"`
-	LastRC      int       `json:"last_rc"`
-	Output      string    `json:"output,omitempty"`
-	Changed     time.Time `json:"changed,omitzero"`
+	// FailureReason is the last failure's operation and output, kept
+	// until a cleanup.
+	FailureReason string    `json:"failure_reason,omitempty"`
+	LastOp        string    `json:"last_op,omitempty"`
+	LastRC        int       `json:"last_rc"`
+	Output        string    `json:"output,omitempty"`
+	Changed       time.Time `json:"changed,omitzero"`
 }
 
 // Blocked is an instance the scheduler cannot place or recover, and why.

@@ -327,11 +327,11 @@ func TestCleanupResetsFailCount(t *testing.T) {
 	r1 := dummy("r1")
 	h.resource(r1)
 	h.put(clusterstate.RecordKey(self, "r1"), model.ResourceRecord{V: 1, Resource: "r1", Node: self, State: model.StateFailed,
-		FailCount: 3, LastFailure: time.Now(), LastOp: model.OpMonitor, LastRC: 1})
+		FailCount: 3, LastFailure: time.Now(), LastOp: model.OpMonitor, LastRC: 1, FailureReason: "monitor: gone"})
 	ex := h.start(nil)
 	h.waitProbed(ex)
-	if rec := h.mustRecord("r1"); rec.State != model.StateStopped || rec.FailCount != 3 {
-		t.Fatalf("probe must keep the fail count: %+v", rec)
+	if rec := h.mustRecord("r1"); rec.State != model.StateStopped || rec.FailCount != 3 || rec.FailureReason != "monitor: gone" {
+		t.Fatalf("probe must keep the fail count and its reason: %+v", rec)
 	}
 	if err := os.WriteFile(h.stateFile("r1"), nil, 0o644); err != nil {
 		t.Fatal(err)
@@ -342,8 +342,29 @@ func TestCleanupResetsFailCount(t *testing.T) {
 		return !ok
 	})
 	rec := h.mustRecord("r1")
-	if rec.State != model.StateStarted || rec.FailCount != 0 || !rec.LastFailure.IsZero() {
+	if rec.State != model.StateStarted || rec.FailCount != 0 || !rec.LastFailure.IsZero() || rec.FailureReason != "" {
 		t.Fatalf("after cleanup: %+v", rec)
+	}
+}
+
+// A failed start's reason survives the stop that follows it.
+func TestFailureReasonKeptThroughStop(t *testing.T) {
+	h := newHarness(t)
+	r := model.Resource{ID: "bad", Agent: "vigil:process", Params: map[string]string{"command": "echo no such thing >&2; exit 3"}}
+	h.resource(r)
+	ex := h.start(nil)
+	h.waitProbed(ex)
+	h.task("t1", model.ActStart, r, 1)
+	h.waitResult("t1")
+	rec := h.mustRecord("bad")
+	if rec.State != model.StateFailed || !strings.HasPrefix(rec.FailureReason, "start: ") {
+		t.Fatalf("after the failed start: %+v", rec)
+	}
+	reason := rec.FailureReason
+	h.task("t2", model.ActStop, r, 1)
+	h.waitResult("t2")
+	if rec := h.mustRecord("bad"); rec.State != model.StateStopped || rec.FailureReason != reason {
+		t.Fatalf("after the stop: %+v, want the reason %q kept", rec, reason)
 	}
 }
 

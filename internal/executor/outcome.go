@@ -118,7 +118,19 @@ func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now ti
 	rec.LastRC = int(code)
 	rec.Output = output(res)
 	rec.Changed = now
+	if !ok {
+		rec.FailureReason = failureReason(t.Action, res)
+	}
 	return rec, ok
+}
+
+// failureReason describes a failed operation for the record.
+func failureReason(op string, res agents.Result) string {
+	out := output(res)
+	if out == "" {
+		out = res.Code.String()
+	}
+	return op + ": " + out
 }
 
 // afterProbe applies a one-shot monitor's outcome to a record.
@@ -136,6 +148,18 @@ func afterMonitorFailure(rec model.ResourceRecord, res agents.Result, now time.T
 	rec.State = model.StateFailed
 	rec.FailCount++
 	rec.LastFailure = now
+	rec.LastOp = model.OpMonitor
+	rec.LastRC = int(res.Code)
+	rec.Output = output(res)
+	rec.FailureReason = failureReason(model.OpMonitor, res)
+	rec.Changed = now
+	return rec
+}
+
+// afterGuestStop records an instance that a monitor found stopped by its
+// guest (agents.Result.StoppedByGuest): stopped, with no failure counted.
+func afterGuestStop(rec model.ResourceRecord, res agents.Result, now time.Time) model.ResourceRecord {
+	rec.State = model.StateStopped
 	rec.LastOp = model.OpMonitor
 	rec.LastRC = int(res.Code)
 	rec.Output = output(res)

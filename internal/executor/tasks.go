@@ -221,6 +221,8 @@ func (e *Executor) work(ctx context.Context, in *instance) {
 				e.runCleanup(jctx, in.id)
 			case j.restart:
 				e.runRestart(jctx, in.id)
+			case j.announce:
+				e.runAnnounce(jctx, in.id)
 			case j.mon != nil:
 				failed = e.runMonitor(jctx, j.mon)
 			}
@@ -343,6 +345,7 @@ func (e *Executor) runCleanup(ctx context.Context, inst string) {
 	}
 	rec.FailCount = 0
 	rec.LastFailure = time.Time{}
+	rec.FailureReason = ""
 	if known || found {
 		ops = append(ops, e.recordOp(rec))
 	}

@@ -79,6 +79,9 @@ type core struct {
 	nftMu   sync.Mutex
 	cleaned bool
 	dumped  bool // DumpLogs ran after a failure already
+
+	clients []*Client // AddClient's hosts
+	addrs   addrTruth // TrackAddress
 }
 
 // New builds a lab for t: it picks addresses (and in Netns mode creates the
@@ -355,6 +358,7 @@ func (l *Lab) cleanup() {
 			l.DumpLogs(60)
 		}
 	}
+	l.closeHandles()
 	if l.opts.Netns {
 		if err := l.teardownNetns(); err != nil {
 			l.t.Errorf("lab: %v", err)

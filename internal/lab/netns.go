@@ -128,6 +128,9 @@ func (l *Lab) teardownNetns() error {
 	for _, p := range l.hosts {
 		names = append(names, p.Netns)
 	}
+	for _, c := range l.clients {
+		names = append(names, c.Netns)
+	}
 	names = append(names, l.hubNS())
 	for _, ns := range names {
 		killNetnsPids(ns)

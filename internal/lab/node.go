@@ -314,6 +314,7 @@ func (l *Lab) Kill(name string) {
 	if !p.wait(Scale(10 * time.Second)) {
 		l.t.Fatalf("lab: %s (pid %d) survived SIGKILL", name, pid)
 	}
+	l.dropForeignAddrs(p)
 }
 
 // KillAll SIGKILLs every running host at once (as close together as the
@@ -335,6 +336,7 @@ func (l *Lab) KillAll() {
 		if !p.wait(Scale(10 * time.Second)) {
 			l.t.Fatalf("lab: %s survived SIGKILL", p.Name)
 		}
+		l.dropForeignAddrs(p)
 	}
 }
 

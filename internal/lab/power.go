@@ -2,7 +2,9 @@ package lab
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/vigil-ha/vigil/internal/fencing/labagent"
@@ -52,7 +54,45 @@ func (l *Lab) PoweredOff(name string) bool { return labagent.PoweredOff(l.PowerD
 // writePower records a freshly started node's process group for the lab
 // fence agent. Called with p.mu held, after the process started.
 func (l *Lab) writePower(p *NodeProc, pid int) error {
-	return labagent.WritePower(l.PowerDir(), p.Name, pid, p.Netns)
+	return labagent.WritePower(l.PowerDir(), p.Name, pid, p.Netns, ownAddrs(p)...)
+}
+
+// ownAddrs lists the addresses a netns host owns from boot (its link
+// addresses, as `ip -o addr` prints them).
+func ownAddrs(p *NodeProc) []string {
+	if p.Netns == "" {
+		return nil
+	}
+	out := make([]string, len(p.Addrs))
+	for i := range p.Addrs {
+		out[i] = p.Host(i) + "/24"
+	}
+	return out
+}
+
+// dropForeignAddrs deletes every global address of a netns host that it
+// does not own from boot (the virtual IPs its agent added): a powered-off
+// machine answers for none, and a rebooted one starts without them.
+func (l *Lab) dropForeignAddrs(p *NodeProc) {
+	if p.Netns == "" {
+		return
+	}
+	out, err := exec.Command("ip", "-n", p.Netns, "-o", "addr", "show", "scope", "global").Output()
+	if err != nil {
+		l.t.Errorf("lab: list the addresses of %s: %v", p.Name, err)
+		return
+	}
+	own := ownAddrs(p)
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 4 || slices.Contains(own, f[3]) {
+			continue
+		}
+		dev, _, _ := strings.Cut(f[1], "@")
+		if err := run("", "ip", "-n", p.Netns, "addr", "del", f[3], "dev", dev); err != nil {
+			l.t.Errorf("lab: power off %s: %v", p.Name, err)
+		}
+	}
 }
 
 // reboot prepares a node that did not stop cleanly for its next start: its
@@ -62,6 +102,7 @@ func (l *Lab) reboot(p *NodeProc) {
 	if p.cmd == nil || p.exitErr == nil {
 		return // first start, or a clean stop
 	}
+	l.dropForeignAddrs(p)
 	if err := os.RemoveAll(l.RunDir(p.Name)); err != nil {
 		l.t.Errorf("lab: reboot %s: empty its run folder: %v", p.Name, err)
 	}

@@ -166,12 +166,27 @@ func (l *Lab) Truth(ids ...string) TruthSample {
 // out rather than counted with files that no longer mean anything.
 func (l *Lab) sample(ids []string) (TruthSample, error) {
 	s := TruthSample{At: time.Now(), Active: map[string][]string{}}
+	var files []string
+	for _, id := range ids {
+		addr, ok := l.trackedAddr(id)
+		if !ok {
+			files = append(files, id)
+			continue
+		}
+		on, err := l.AddrHolders(addr)
+		if err != nil {
+			return s, err
+		}
+		if len(on) > 0 {
+			s.Active[id] = on
+		}
+	}
 	for _, p := range l.hosts {
 		if p.Witness || !p.Running() {
 			continue
 		}
 		var here []string
-		for _, id := range ids {
+		for _, id := range files {
 			ok, err := activeOnDisk(p, id)
 			if err != nil {
 				return s, err

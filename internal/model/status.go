@@ -32,6 +32,10 @@ type ResourceRecord struct {
 	// failure-timeout expiry.
 	FailCount   int64     `json:"fail_count,omitempty"`
 	LastFailure time.Time `json:"last_failure,omitzero"`
+	// FailureReason is the last failure's operation and agent output
+	// ("start: ... already answers ..."), kept through the stops that
+	// follow it until a cleanup, so an operator can always see why.
+	FailureReason string `json:"failure_reason,omitempty"`
 	// LastOp describes the last operation that changed the state.
 	LastOp  string    `json:"last_op,omitempty"`
 	LastRC  int       `json:"last_rc"`

@@ -35,8 +35,11 @@ func Install(dir string) (string, error) {
 // WritePower records a node's power descriptor in dir: "<node>.pgid"
 // holds its process group and that process's start time (so a recycled
 // PGID is never mistaken for the node), and "<node>.netns" its network
-// namespace when it has one. It also clears a previous power-off marker.
-func WritePower(dir, node string, pgid int, netns string) error {
+// namespace when it has one, followed by the addresses the node owns from
+// boot ("198.18.0.1/24"): powering the node off deletes every other global
+// address in the namespace (virtual IPs), since a machine that is off
+// answers for none. It also clears a previous power-off marker.
+func WritePower(dir, node string, pgid int, netns string, own ...string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -45,7 +48,8 @@ func WritePower(dir, node string, pgid int, netns string) error {
 		return err
 	}
 	if netns != "" {
-		return os.WriteFile(filepath.Join(dir, node+".netns"), []byte(netns+"\n"), 0o644)
+		line := strings.Join(append([]string{netns}, own...), " ")
+		return os.WriteFile(filepath.Join(dir, node+".netns"), []byte(line+"\n"), 0o644)
 	}
 	return nil
 }
