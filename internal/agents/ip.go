@@ -448,6 +448,18 @@ func (a *ipAgent) start(ctx context.Context, req Request, c ipConfig) Result {
 				return ipFail(CodeErrGeneric, "start %s: refusing: %s already answers on %s from MAC %s (another host holds the address)",
 					c.prefix, c.addr(), at.Name, mac)
 			}
+		} else if c.addr().Is6() && len(at.HardwareAddr) > 0 && at.Flags&net.FlagLoopback == 0 {
+			mac, err := ndpProbe(ctx, attrsInterface(at), c.addr(), ipProbeWait)
+			if err != nil {
+				if ctx.Err() != nil {
+					return ctxResult(ctx)
+				}
+				return ipFail(CodeErrGeneric, "start %s: neighbour solicitation on %s: %v", c.prefix, at.Name, err)
+			}
+			if mac != nil {
+				return ipFail(CodeErrGeneric, "start %s: refusing: %s already answers on %s from MAC %s (another host holds the address)",
+					c.prefix, c.addr(), at.Name, mac)
+			}
 		}
 		na := &netlink.Addr{IPNet: prefixIPNet(c.prefix), Label: label}
 		if c.addr().Is6() {

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/mdlayher/ndp"
 	"github.com/mdlayher/packet"
+	"golang.org/x/sys/unix"
 )
 
 // Ethernet and ARP constants (RFC 826).
@@ -188,3 +190,107 @@ func (a *naAnnouncer) announce() error {
 func (a *naAnnouncer) Close() error { return a.conn.Close() }
 
 var _ ipPacketConn = (*packet.Conn)(nil)
+
+// ndpProbe is the IPv6 counterpart of arpProbe, as duplicate address
+// detection does it (RFC 4862 5.4): a neighbour solicitation for ip from
+// the unspecified address to ip's solicited-node group; a neighbour
+// advertisement for ip from another MAC within wait means another host
+// holds it. It returns that MAC, or nil. The solicitation is written as a
+// whole Ethernet frame: the kernel would put a source address of its own
+// on an ICMPv6 socket's packet, and a solicitation from an address is not
+// a probe.
+func ndpProbe(ctx context.Context, ifi *net.Interface, ip netip.Addr, wait time.Duration) (net.HardwareAddr, error) {
+	c, err := packet.Listen(ifi, packet.Raw, unix.ETH_P_IPV6, nil)
+	if err != nil {
+		return nil, fmt.Errorf("open packet socket: %w", err)
+	}
+	defer c.Close()
+	group, err := ndp.SolicitedNodeMulticast(ip)
+	if err != nil {
+		return nil, err
+	}
+	body, err := ndp.MarshalMessage(&ndp.NeighborSolicitation{TargetAddress: ip})
+	if err != nil {
+		return nil, err
+	}
+	g := group.As16()
+	dstMAC := net.HardwareAddr{0x33, 0x33, g[12], g[13], g[14], g[15]}
+	frame := ipv6Frame(ifi.HardwareAddr, dstMAC, netip.IPv6Unspecified(), group, body)
+	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: dstMAC}); err != nil {
+		return nil, fmt.Errorf("neighbour solicitation: %w", err)
+	}
+	deadline := time.Now().Add(wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	if err := c.SetReadDeadline(deadline); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, 1514)
+	for {
+		n, _, err := c.ReadFrom(buf)
+		if err != nil {
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				return nil, ctx.Err()
+			}
+			return nil, err
+		}
+		f := buf[:n]
+		if n < 14+40+24 || f[14+6] != unix.IPPROTO_ICMPV6 || bytes.Equal(f[6:12], ifi.HardwareAddr) {
+			continue
+		}
+		m, err := ndp.ParseMessage(f[14+40:])
+		if err != nil {
+			continue
+		}
+		if na, ok := m.(*ndp.NeighborAdvertisement); ok && na.TargetAddress == ip {
+			mac := slices.Clone(net.HardwareAddr(f[6:12]))
+			for _, o := range na.Options {
+				if lla, ok := o.(*ndp.LinkLayerAddress); ok && lla.Direction == ndp.Target {
+					mac = lla.Addr
+				}
+			}
+			return mac, nil
+		}
+	}
+}
+
+// ipv6Frame builds an Ethernet frame carrying an ICMPv6 message body (its
+// checksum computed here) from src to dst, hop limit 255.
+func ipv6Frame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, body []byte) []byte {
+	b := make([]byte, 14+40+len(body))
+	copy(b[0:6], dstMAC)
+	copy(b[6:12], srcMAC)
+	binary.BigEndian.PutUint16(b[12:14], unix.ETH_P_IPV6)
+	h := b[14:54]
+	h[0] = 6 << 4
+	binary.BigEndian.PutUint16(h[4:6], uint16(len(body)))
+	h[6] = unix.IPPROTO_ICMPV6
+	h[7] = 255
+	s16, d16 := src.As16(), dst.As16()
+	copy(h[8:24], s16[:])
+	copy(h[24:40], d16[:])
+	msg := b[54:]
+	copy(msg, body)
+	msg[2], msg[3] = 0, 0
+	// Checksum over the pseudo-header (addresses, length, next header)
+	// and the message.
+	var sum uint32
+	add := func(p []byte) {
+		for i := 0; i+1 < len(p); i += 2 {
+			sum += uint32(p[i])<<8 | uint32(p[i+1])
+		}
+		if len(p)%2 == 1 {
+			sum += uint32(p[len(p)-1]) << 8
+		}
+	}
+	add(s16[:])
+	add(d16[:])
+	sum += uint32(len(msg)) + unix.IPPROTO_ICMPV6
+	add(msg)
+	for sum>>16 != 0 {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(msg[2:4], ^uint16(sum))
+	return b
+}

@@ -505,3 +505,32 @@ func TestIPMetadata(t *testing.T) {
 		t.Error("address is not required")
 	}
 }
+
+// IPv6: an address another host holds answers the duplicate-address probe,
+// and start refuses, naming the MAC.
+func TestIPv6StartRefusedWhenAddressAnswers(t *testing.T) {
+	l := newIPLab(t, "2001:2::1/64", "2001:2::2/64")
+	h, err := netlink.NewHandleAt(l.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	link, err := h.LinkByName(ipClientIf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr, _ := netlink.ParseAddr("2001:2::100/64")
+	addr.Flags = unix.IFA_F_NODAD
+	if err := h.AddrAdd(link, addr); err != nil {
+		t.Fatal(err)
+	}
+	a := ipAgentOf(t)
+	params := map[string]string{"address": "2001:2::100/64", "interface": ipNodeIf}
+	res := l.want(t, a, ActionStart, params, CodeErrGeneric)
+	if !strings.Contains(res.Output, l.clientMAC.String()) || !strings.Contains(res.Output, "already answers") {
+		t.Errorf("refusal %q does not name the answering MAC %s", res.Output, l.clientMAC)
+	}
+	if l.nodeAddr(t, "2001:2::100") != nil {
+		t.Error("refused start added the address anyway")
+	}
+}
