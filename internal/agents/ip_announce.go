@@ -102,11 +102,7 @@ func arpProbe(ctx context.Context, c ipPacketConn, mac net.HardwareAddr, ip neti
 	if _, err := c.WriteTo(probe, &packet.Addr{HardwareAddr: etherBroadcast}); err != nil {
 		return nil, err
 	}
-	deadline := time.Now().Add(wait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := c.SetReadDeadline(deadline); err != nil {
+	if err := c.SetReadDeadline(probeDeadline(ctx, wait)); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 1514)
@@ -219,11 +215,7 @@ func ndpProbe(ctx context.Context, ifi *net.Interface, ip netip.Addr, wait time.
 	if _, err := c.WriteTo(frame, &packet.Addr{HardwareAddr: dstMAC}); err != nil {
 		return nil, fmt.Errorf("neighbour solicitation: %w", err)
 	}
-	deadline := time.Now().Add(wait)
-	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
-		deadline = d
-	}
-	if err := c.SetReadDeadline(deadline); err != nil {
+	if err := c.SetReadDeadline(probeDeadline(ctx, wait)); err != nil {
 		return nil, err
 	}
 	buf := make([]byte, 1514)
@@ -293,4 +285,14 @@ func ipv6Frame(srcMAC, dstMAC net.HardwareAddr, src, dst netip.Addr, body []byte
 	}
 	binary.BigEndian.PutUint16(msg[2:4], ^uint16(sum))
 	return b
+}
+
+// probeDeadline is when a probe stops waiting for an answer: after wait,
+// or at ctx's deadline if sooner.
+func probeDeadline(ctx context.Context, wait time.Duration) time.Time {
+	deadline := time.Now().Add(wait)
+	if d, ok := ctx.Deadline(); ok && d.Before(deadline) {
+		deadline = d
+	}
+	return deadline
 }

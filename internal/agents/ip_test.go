@@ -338,35 +338,6 @@ func TestIPMonitorLinkDown(t *testing.T) {
 	l.want(t, a, ActionStop, params, CodeOK)
 }
 
-func TestIPStartRefusedWhenAddressAnswers(t *testing.T) {
-	l := newIPLab(t, "198.18.0.1/24", "198.18.0.2/24")
-	// The client already holds the address.
-	h, err := netlink.NewHandleAt(l.client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	link, err := h.LinkByName(ipClientIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := netlink.ParseAddr("198.18.0.100/24")
-	if err := h.AddrAdd(link, addr); err != nil {
-		t.Fatal(err)
-	}
-	a := ipAgentOf(t)
-	params := map[string]string{"address": "198.18.0.100/24", "interface": ipNodeIf}
-	res := l.want(t, a, ActionStart, params, CodeErrGeneric)
-	if !strings.Contains(res.Output, l.clientMAC.String()) || !strings.Contains(res.Output, "already answers") {
-		t.Errorf("refusal %q does not name the answering MAC %s", res.Output, l.clientMAC)
-	}
-	t.Logf("refusal: %s", res.Output)
-	if l.nodeAddr(t, "198.18.0.100") != nil {
-		t.Error("refused start added the address anyway")
-	}
-	l.want(t, a, ActionMonitor, params, CodeNotRunning)
-}
-
 func TestIPv6StartNoDADAndNA(t *testing.T) {
 	l := newIPLab(t, "2001:2::1/64", "2001:2::2/64")
 	capt := l.capture(t, unix.ETH_P_IPV6)
@@ -506,31 +477,43 @@ func TestIPMetadata(t *testing.T) {
 	}
 }
 
-// IPv6: an address another host holds answers the duplicate-address probe,
-// and start refuses, naming the MAC.
-func TestIPv6StartRefusedWhenAddressAnswers(t *testing.T) {
-	l := newIPLab(t, "2001:2::1/64", "2001:2::2/64")
-	h, err := netlink.NewHandleAt(l.client)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer h.Close()
-	link, err := h.LinkByName(ipClientIf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr, _ := netlink.ParseAddr("2001:2::100/64")
-	addr.Flags = unix.IFA_F_NODAD
-	if err := h.AddrAdd(link, addr); err != nil {
-		t.Fatal(err)
-	}
-	a := ipAgentOf(t)
-	params := map[string]string{"address": "2001:2::100/64", "interface": ipNodeIf}
-	res := l.want(t, a, ActionStart, params, CodeErrGeneric)
-	if !strings.Contains(res.Output, l.clientMAC.String()) || !strings.Contains(res.Output, "already answers") {
-		t.Errorf("refusal %q does not name the answering MAC %s", res.Output, l.clientMAC)
-	}
-	if l.nodeAddr(t, "2001:2::100") != nil {
-		t.Error("refused start added the address anyway")
+// An address another host holds answers the ARP probe (IPv4) or the
+// duplicate-address probe (IPv6): start refuses, naming the MAC, and adds
+// nothing.
+func TestIPStartRefusedWhenAddressAnswers(t *testing.T) {
+	for _, tc := range []struct{ node, client, vip string }{
+		{"198.18.0.1/24", "198.18.0.2/24", "198.18.0.100/24"},
+		{"2001:2::1/64", "2001:2::2/64", "2001:2::100/64"},
+	} {
+		t.Run(tc.vip, func(t *testing.T) {
+			l := newIPLab(t, tc.node, tc.client)
+			h, err := netlink.NewHandleAt(l.client)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			link, err := h.LinkByName(ipClientIf)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, _ := netlink.ParseAddr(tc.vip)
+			if addr.IP.To4() == nil {
+				addr.Flags = unix.IFA_F_NODAD
+			}
+			if err := h.AddrAdd(link, addr); err != nil {
+				t.Fatal(err)
+			}
+			a := ipAgentOf(t)
+			params := map[string]string{"address": tc.vip, "interface": ipNodeIf}
+			res := l.want(t, a, ActionStart, params, CodeErrGeneric)
+			if !strings.Contains(res.Output, l.clientMAC.String()) || !strings.Contains(res.Output, "already answers") {
+				t.Errorf("refusal %q does not name the answering MAC %s", res.Output, l.clientMAC)
+			}
+			t.Logf("refusal: %s", res.Output)
+			if l.nodeAddr(t, addr.IP.String()) != nil {
+				t.Error("refused start added the address anyway")
+			}
+			l.want(t, a, ActionMonitor, params, CodeNotRunning)
+		})
 	}
 }
