@@ -200,6 +200,11 @@ func (e *Executor) coordinateSelfStop(ctx context.Context, done chan struct{}) {
 	for {
 		e.mu.Lock()
 		e.stopAgain = false
+		// The configuration cache is empty until the first reconcile or
+		// probe: a self-stop before them (quorum lost while registering)
+		// must still know how to stop what an earlier incarnation's
+		// records say is active.
+		e.cfg.Store.Read(func(s *store.State) { _ = e.refreshConfigLocked(s) })
 		targets := e.activeSetLocked(true)
 		waves := stopWaves(targets, e.instByID, e.conf)
 		e.mu.Unlock()

@@ -1,16 +1,13 @@
 package sim
 
 import (
-	cryptorand "crypto/rand"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
+	"hash/fnv"
 	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"go.etcd.io/raft/v3"
@@ -91,14 +88,24 @@ const (
 	bugForgeVotes
 	// bugWipeDisk restarts a crashed node on an empty disk.
 	bugWipeDisk
+	// bugProofWithoutFence: the fence device reports success without
+	// powering the node off (recovery skips the real fence).
+	bugProofWithoutFence
+	// bugBlindMonitor: monitors never see a fault.
+	bugBlindMonitor
+	// bugHastyDC: the DC counts a suspect node as dead (it fences it).
+	bugHastyDC
+	// bugSelfStopNoConfig is the executor as it was before the fix the
+	// simulator found (TestSimSelfStopBeforeProbe): a self-stop before the
+	// first probe did not load the configuration, so it could not stop
+	// what the node's records from an earlier incarnation named.
+	bugSelfStopNoConfig
 )
-
-// runMu serializes Clusters: they swap crypto/rand.Reader (see package doc).
-var runMu sync.Mutex
 
 // node is one simulated node. disk survives crashes; the rest is the
 // running process.
 type node struct {
+	cl   *Cluster
 	idx  int
 	id   uint64
 	name string
@@ -113,6 +120,16 @@ type node struct {
 	leader    bool
 	term      uint64 // the term it leads in, when leader
 	restartAt time.Duration
+	// rebootAt is when a node a fence device powered off boots again (0:
+	// not fenced off).
+	rebootAt time.Duration
+	// boot is the running incarnation's boot ID (membership and executor).
+	boot uint64
+	// p is the agent's DC, executor and self-stop (nil when down, or with
+	// Options.StoreOnly); truth is what really runs on the node (cleared
+	// when it powers off).
+	p     *proc
+	truth map[string]*resTruth
 	// tickPhase offsets this process's raft ticks within TickInterval, so
 	// that nodes do not tick in lockstep.
 	tickPhase time.Duration
@@ -127,11 +144,15 @@ type node struct {
 type proposal struct {
 	node, inc  int
 	key, value string
+	// fn, when set, receives the Result instead of the client-write
+	// bookkeeping (executor, DC and operator writes).
+	fn func(store.Result)
 }
 
-type entryFP struct {
-	key string
-	val uint64
+// entryKey names one key written at one raft index (a Txn writes several).
+type entryKey struct {
+	index uint64
+	key   string
 }
 
 type stateFP struct {
@@ -164,9 +185,9 @@ type Cluster struct {
 
 	leaders   map[uint64]int // term -> node
 	dcs       map[uint64]int
-	entries   map[uint64]entryFP // raft index -> the write applied there
-	states    map[uint64]stateFP // applied index -> state fingerprint
-	lastReach [][]time.Duration  // [to][from]: last time from could reach to
+	entries   map[entryKey]uint64 // (raft index, key) -> hash of the value written
+	states    map[uint64]stateFP  // applied index -> state fingerprint
+	lastReach [][]time.Duration   // [to][from]: last time from could reach to
 	snapEvery uint64
 
 	rep       Report
@@ -177,9 +198,14 @@ type Cluster struct {
 	active *node    // the node being driven, to name it in a panic
 	log    []string // with logAll, every trace line (scripts print them)
 	logAll bool
+	// hash covers every trace line ever written (Report.TraceHash).
+	hash   uint64
+	events int
 
-	oldReader io.Reader
-	closed    bool
+	sys *system // the whole-system layer (nil with Options.StoreOnly)
+
+	unregister func()
+	closed     bool
 }
 
 // NewCluster starts a cluster of opts.Nodes bootstrapped nodes at time 0.
@@ -189,7 +215,6 @@ func NewCluster(seed uint64, opts Options) (*Cluster, error) {
 	if err := opts.validate(); err != nil {
 		return nil, err
 	}
-	runMu.Lock()
 	c := &Cluster{
 		seed:    seed,
 		opts:    opts,
@@ -200,21 +225,24 @@ func NewCluster(seed uint64, opts Options) (*Cluster, error) {
 		acked:   map[string]string{},
 		leaders: map[uint64]int{},
 		dcs:     map[uint64]int{},
-		entries: map[uint64]entryFP{},
+		entries: map[entryKey]uint64{},
 		states:  map[uint64]stateFP{},
-		trace:   make([]string, 0, opts.TraceLen),
+		trace:   make([]string, 0, min(max(opts.TraceLen, 0), 1024)),
+		hash:    fnvOffset,
 	}
-	c.oldReader = cryptorand.Reader
-	cryptorand.Reader = &pcgReader{r: rand.NewPCG(seed, 0xe1ec_7104)}
+	c.unregister = registerRand(seed)
 	c.snapEvery = opts.SnapshotEvery
 	if c.snapEvery == 0 {
 		c.snapEvery = 10 + c.rng.Uint64N(191)
 	}
 	c.rep = Report{Seed: seed, Nodes: opts.Nodes, SnapshotEvery: c.snapEvery, Leaders: map[uint64]uint64{}}
+	if !opts.StoreOnly {
+		c.sys = newSystem(c)
+	}
 
 	var members []store.Member
 	for i := range opts.Nodes {
-		n := &node{idx: i, id: uint64(i + 1), name: fmt.Sprintf("n%d", i+1)}
+		n := &node{cl: c, idx: i, id: uint64(i + 1), name: fmt.Sprintf("n%d", i+1)}
 		c.n = append(c.n, n)
 		members = append(members, store.Member{Name: n.name, ID: n.id, Role: store.RoleVoter,
 			Links: []string{addr(i, 0), addr(i, 1)}})
@@ -238,14 +266,13 @@ func NewCluster(seed uint64, opts Options) (*Cluster, error) {
 	return c, c.Err()
 }
 
-// Close restores crypto/rand.Reader and releases the package lock.
+// Close releases the Cluster's seeded crypto/rand stream (see rand.go).
 func (c *Cluster) Close() {
 	if c.closed {
 		return
 	}
 	c.closed = true
-	cryptorand.Reader = c.oldReader
-	runMu.Unlock()
+	c.unregister()
 }
 
 func addr(i, link int) string { return fmt.Sprintf("10.0.%d.%d:5405", link, i+1) }
@@ -271,6 +298,7 @@ func (c *Cluster) Report() Report {
 		r.Terms = max(r.Terms, t)
 	}
 	r.DCTerms = len(c.dcs)
+	r.TraceHash, r.Events = c.hash, c.events
 	r.Trace = make([]string, 0, len(c.trace))
 	r.Trace = append(r.Trace, c.trace[c.traceNext:]...)
 	r.Trace = append(r.Trace, c.trace[:c.traceNext]...)
@@ -287,11 +315,22 @@ func (c *Cluster) violate(inv, format string, args ...any) {
 
 func fmtTime(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
 
+const fnvOffset = 14695981039346656037
+
 func (c *Cluster) tracef(format string, args ...any) {
+	s := fmtTime(c.now) + " " + fmt.Sprintf(format, args...)
+	h := fnv.New64a()
+	var b [8]byte
+	for i := range 8 {
+		b[i] = byte(c.hash >> (8 * i))
+	}
+	h.Write(b[:])
+	h.Write([]byte(s))
+	c.hash = h.Sum64()
+	c.events++
 	if c.opts.TraceLen <= 0 {
 		return
 	}
-	s := fmtTime(c.now) + " " + fmt.Sprintf(format, args...)
 	if c.logAll {
 		c.log = append(c.log, s)
 	}
@@ -332,10 +371,11 @@ func (c *Cluster) start(n *node) {
 			peers = append(peers, membership.Peer{Name: o.name, Links: []string{addr(o.idx, 0), addr(o.idx, 1)}})
 		}
 	}
+	n.boot = uint64(c.now) + 1
 	mach, err := membership.New(membership.Config{
 		Self: n.name, SelfLinks: Links, Peers: peers,
 		Interval: HeartbeatInterval, NodeTimeout: NodeTimeout,
-	}, uint64(c.now)+1)
+	}, n.boot)
 	if err != nil {
 		c.violate(InvCrash, "%s: membership: %v", n.name, err)
 		return
@@ -343,9 +383,12 @@ func (c *Cluster) start(n *node) {
 	n.up, n.core, n.mach = true, core, mach
 	n.tickPhase = StepDuration * time.Duration(c.rng.IntN(int(TickInterval/StepDuration)))
 	n.qs, n.quorate, n.leader, n.term = quorum.State{}, false, false, 0
-	n.restartAt = 0
+	n.restartAt, n.rebootAt = 0, 0
 	n.leaderless, n.lastCampaign, n.campaignAt, n.lostLead = -1, -time.Hour, -1, 0
 	c.recomputeQuorum(n)
+	if c.sys != nil {
+		n.p = c.sys.newProc(n)
+	}
 }
 
 // Crash stops node i (0-based) at once: its Core, Machine and everything
@@ -355,10 +398,31 @@ func (c *Cluster) Crash(i int) {
 	if !n.up {
 		return
 	}
-	n.up, n.core, n.mach = false, nil, nil
-	n.leader, n.quorate = false, false
+	c.powerOff(n)
 	c.rep.Crashes++
 	c.tracef("crash %s", n.name)
+}
+
+// KillAgent kills node i's agent (SIGKILL): its store, membership, DC and
+// executor are gone, the resources it started keep running. Restart starts
+// a new incarnation on the same disk.
+func (c *Cluster) KillAgent(i int) {
+	n := c.n[i]
+	if !n.up {
+		return
+	}
+	truth := n.truth
+	c.powerOff(n)
+	n.truth = truth
+	c.rep.AgentKills++
+	c.tracef("kill agent on %s (its resources keep running)", n.name)
+}
+
+// powerOff stops node n at once: processes, and the resources it ran.
+func (c *Cluster) powerOff(n *node) {
+	n.up, n.core, n.mach = false, nil, nil
+	n.leader, n.quorate = false, false
+	n.p, n.truth = nil, nil
 }
 
 // Restart starts node i again from its disk, with a new boot ID.
@@ -434,6 +498,12 @@ func (c *Cluster) LossBurst(p float64, d time.Duration) {
 	c.tracef("loss %.0f%% for %s", p*100, d)
 }
 
+// Jitter adds up to j of delay to every packet for d.
+func (c *Cluster) Jitter(j, d time.Duration) {
+	c.net.jitter, c.net.jitTill = j, c.now+d
+	c.tracef("jitter %s for %s", j, d)
+}
+
 // Propose has a client write a new unique key with a value on node i. It
 // reports whether the node's Core took the proposal.
 func (c *Cluster) Propose(i int, key, value string) bool {
@@ -477,6 +547,9 @@ func (c *Cluster) Step() {
 	if c.net.lossTill != 0 && c.now >= c.net.lossTill {
 		c.net.loss, c.net.lossTill = c.net.baseLoss, 0
 	}
+	if c.net.jitTill != 0 && c.now >= c.net.jitTill {
+		c.net.jitter, c.net.jitTill = 0, 0
+	}
 	for p := c.net.next(c.now); p != nil; p = c.net.next(c.now) {
 		c.deliver(p)
 	}
@@ -502,6 +575,9 @@ func (c *Cluster) Step() {
 				c.agentLoop(n)
 			}
 		}
+	}
+	if c.sys != nil {
+		c.sys.step()
 	}
 	c.checkStep()
 }
@@ -551,7 +627,7 @@ func (c *Cluster) transmit(p *packet, clone func(*packet) *packet) {
 }
 
 func (c *Cluster) delay() time.Duration {
-	d := c.between(c.net.minDelay, c.net.maxDelay)
+	d := c.between(c.net.minDelay, c.net.maxDelay+c.net.jitter)
 	if c.chance(0.05) {
 		d += c.between(0, c.net.reorder)
 	}
@@ -665,6 +741,10 @@ func (c *Cluster) result(n *node, r store.Result) {
 		return // the waiter died with an earlier incarnation
 	}
 	delete(c.pending, r.ID)
+	if p.fn != nil {
+		p.fn(r)
+		return
+	}
 	if r.Err != nil {
 		c.violate(InvApplied, "%s: put %s rejected at index %d: %v", n.name, p.key, r.Index, r.Err)
 		return
@@ -688,6 +768,9 @@ func (c *Cluster) observeLeader(n *node) {
 		}
 	} else if was {
 		c.tracef("%s steps down (term %d)", n.name, st.Term)
+	}
+	if n.p != nil {
+		n.p.dcDirty = true
 	}
 	c.checkDC(n)
 }
@@ -722,6 +805,9 @@ func (c *Cluster) membershipChanges(n *node) {
 	}
 	if changed {
 		c.recomputeQuorum(n)
+		if n.p != nil {
+			n.p.dcDirty = true // the agent kicks the controller
+		}
 	}
 }
 
@@ -893,18 +979,6 @@ func (c *Cluster) Check() error {
 		}
 	}
 	return nil
-}
-
-// pcgReader is a deterministic io.Reader standing in for crypto/rand.Reader.
-type pcgReader struct{ r *rand.PCG }
-
-func (p *pcgReader) Read(b []byte) (int, error) {
-	for i := 0; i < len(b); i += 8 {
-		var w [8]byte
-		binary.LittleEndian.PutUint64(w[:], p.r.Uint64())
-		copy(b[i:], w[:])
-	}
-	return len(b), nil
 }
 
 // nopLogger silences raft; panics still panic (and Run reports them).

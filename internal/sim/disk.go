@@ -85,17 +85,17 @@ func (d *simDisk) observe(ch *store.Changes) {
 	}
 	for _, kv := range ch.Put {
 		at := kv.Item.Index
-		e := entryFP{key: kv.Key, val: valueHash(kv.Item.Value)}
-		if prev, ok := c.entries[at]; !ok {
-			c.entries[at] = e
-		} else if prev != e {
-			c.violate(InvApplied, "%s: index %d wrote %s=%q, elsewhere it wrote %s", name, at, kv.Key, kv.Item.Value, prev.key)
+		ek, h := entryKey{index: at, key: kv.Key}, valueHash(kv.Item.Value)
+		if prev, ok := c.entries[ek]; !ok {
+			c.entries[ek] = h
+		} else if prev != h {
+			c.violate(InvApplied, "%s: index %d wrote %s=%q, elsewhere another value", name, at, kv.Key, kv.Item.Value)
 			return
 		}
 		if old, ok := d.shadow[kv.Key]; ok {
 			d.fp ^= old
 		}
-		h := itemHash(kv.Key, kv.Item)
+		h = itemHash(kv.Key, kv.Item)
 		d.shadow[kv.Key] = h
 		d.fp ^= h
 	}
@@ -104,6 +104,9 @@ func (d *simDisk) observe(ch *store.Changes) {
 			d.fp ^= old
 			delete(d.shadow, k)
 		}
+	}
+	if c.sys != nil {
+		c.sys.changed(d.idx, ch)
 	}
 	d.applied, d.epoch = ch.Meta.Index, ch.Meta.Epoch
 	s := stateFP{node: d.idx, fp: d.fp, epoch: d.epoch, keys: len(d.shadow)}

@@ -65,6 +65,8 @@ type network struct {
 	dupP     float64       // duplication probability
 	corruptP float64       // heartbeat corruption probability
 	baseLoss float64       // loss outside bursts
+	jitter   time.Duration // extra delay bound during a jitter burst
+	jitTill  time.Duration // end of a jitter burst (0: none)
 }
 
 func newNetwork(n, links int) *network {
@@ -122,6 +124,7 @@ func (nw *network) healAll() {
 		}
 	}
 	nw.loss, nw.lossTill = nw.baseLoss, 0
+	nw.jitter, nw.jitTill = 0, 0
 }
 
 func (nw *network) push(p *packet) {

@@ -143,7 +143,7 @@ func doCommand(t *testing.T, cp **Cluster, line string) string {
 		if c != nil {
 			c.Close()
 		}
-		if c, err = NewCluster(seed, Options{Nodes: n, SnapshotEvery: 20}); err != nil {
+		if c, err = NewCluster(seed, Options{Nodes: n, SnapshotEvery: 20, StoreOnly: true}); err != nil {
 			t.Fatal(err)
 		}
 		c.logAll = true
