@@ -45,6 +45,10 @@ const (
 	PrefixFenceHistory  = "status/fencing/history/"
 	PrefixFenceRequests = "status/fencing/requests/"
 	PrefixFenceMonitor  = "status/fencing/monitor/"
+	// PrefixFenceIntent holds the fences a DC has decided and is running:
+	// committed before the device runs, so that only a DC that still has
+	// a quorum behind it ever powers a node off; deleted with the outcome.
+	PrefixFenceIntent = "status/fencing/inflight/"
 )
 
 // FenceHistoryKeep is how many fencing events the history keeps.
@@ -65,6 +69,7 @@ func FenceDeviceKey(name string) string   { return PrefixFenceDevice + name }
 func FenceLevelsKey(node string) string   { return PrefixFenceLevels + node }
 func FenceRequestKey(node string) string  { return PrefixFenceRequests + node }
 func FenceMonitorKey(dev string) string   { return PrefixFenceMonitor + dev }
+func FenceIntentKey(node string) string   { return PrefixFenceIntent + node }
 
 // FenceEventKey orders history entries by time.
 func FenceEventKey(id string) string      { return PrefixFenceHistory + id }

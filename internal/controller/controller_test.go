@@ -7,7 +7,9 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -582,4 +584,49 @@ func TestStartsWaitForProbes(t *testing.T) {
 	w.put(clusterstate.NodeKey("n3"), model.NodeRecord{V: 1, Name: "n3", BootID: boot + 1, Probed: boot + 1})
 	w.ctrl.Kick()
 	w.runningOn("r1")
+}
+
+// refusingIntents is the store of a DC cut off from its peers at the
+// moment it decides to fence: its proposals of fence intents never commit.
+type refusingIntents struct {
+	Store
+	refused atomic.Int32
+}
+
+func (r *refusingIntents) Propose(ctx context.Context, cmd store.Command) (store.Result, error) {
+	if txn, ok := cmd.(store.Txn); ok {
+		for _, op := range txn.Ops {
+			if strings.HasPrefix(op.Key, clusterstate.PrefixFenceIntent) && !op.Delete {
+				r.refused.Add(1)
+				return store.Result{}, errors.New("store: not committed (no quorum)")
+			}
+		}
+	}
+	return r.Store.Propose(ctx, cmd)
+}
+
+// Intent before action: a DC that cannot commit the fence's intent never
+// runs the device (an isolated DC would otherwise power off healthy nodes
+// it saw lost one by one while it still counted a quorum), and the node's
+// resources stay where they are.
+func TestFenceNeedsItsIntentCommitted(t *testing.T) {
+	f := &fakeFencer{ok: true}
+	var rs *refusingIntents
+	w := newWorld(t, func(c *Config) {
+		rs = &refusingIntents{Store: c.Store}
+		c.Store = rs
+		c.Fencer = f
+	})
+	withDevice(w)
+	pinned(w)
+	w.setAlive("n2", false)
+	w.waitFor("the DC to try", func() bool { return rs.refused.Load() > 0 })
+	w.never("a fence without its intent", time.Second, func() bool {
+		f.mu.Lock()
+		defer f.mu.Unlock()
+		return len(f.calls) > 0
+	})
+	if s := w.startedOn("r1"); len(s) != 1 || s[0] != "n2" {
+		t.Fatalf("r1 started on %v, want n2 alone (no proof)", s)
+	}
 }

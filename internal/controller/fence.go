@@ -73,6 +73,15 @@ const fenceRetry = 10 * time.Second
 // fenceTimeout bounds one whole fence (every level, delays, retries).
 const fenceTimeout = 5 * time.Minute
 
+// fenceIntentTimeout bounds the commit of a fence's intent: a DC whose
+// peers answer commits in a few milliseconds; one that cannot is cut off.
+// fenceIntentRetry is the pause before a DC that could not commit tries
+// again (if it is still DC, with a quorum).
+const (
+	fenceIntentTimeout = 2 * time.Second
+	fenceIntentRetry   = time.Second
+)
+
 // target is one node the DC wants proven down this round.
 type target struct {
 	node, reason, by string
@@ -174,9 +183,31 @@ func (c *Controller) startDeviceFence(ctx context.Context, v View, t target, rec
 	}
 	c.fencing[t.node] = struct{}{}
 	c.mu.Unlock()
-	c.log.Warn("fencing node", "node", t.node, "reason", t.reason, "levels", len(levels))
 	devices := v.Devices
+	dcVersion := v.DCVersion
 	go func() {
+		// Intent before action: the decision is committed through Raft,
+		// guarded on the DC record this round read, before the device
+		// runs. A DC cut off from its peers sees them lost one by one and
+		// may still count a quorum for a moment; it cannot commit, so it
+		// never powers off a healthy node of the majority.
+		intent := model.FenceEvent{V: clusterstate.FormatVersion, Target: t.node, By: t.by, Reason: t.reason, How: "device", Started: c.cfg.Now()}
+		ictx, icancel := context.WithTimeout(ctx, fenceIntentTimeout)
+		_, err := c.cfg.Store.Propose(ictx, store.Txn{
+			Ops: []store.Op{{Key: clusterstate.FenceIntentKey(t.node), Value: clusterstate.Encode(intent)}},
+			If:  []store.Cmp{{Key: clusterstate.KeyDC, Version: dcVersion}},
+		})
+		icancel()
+		if err != nil {
+			c.log.Warn("fence not started: its intent did not commit (no quorum behind this DC, or no longer DC)", "node", t.node, "err", err)
+			c.mu.Lock()
+			delete(c.fencing, t.node)
+			c.fenceAfter[t.node] = c.cfg.Now().Add(fenceIntentRetry)
+			c.mu.Unlock()
+			c.Kick()
+			return
+		}
+		c.log.Warn("fencing node", "node", t.node, "reason", t.reason, "levels", len(levels))
 		fctx, cancel := context.WithTimeout(ctx, fenceTimeout)
 		defer cancel()
 		started := c.cfg.Now()
@@ -228,6 +259,7 @@ func (c *Controller) finishDeviceFence(ctx context.Context, t target, rec model.
 		c.log.Error("fencing failed: the node's resources stay blocked", "node", t.node, "err", ev.Error, "attempts", len(ev.Attempts))
 		ops = c.historyOps(v, ev)
 	}
+	ops = append(ops, store.Op{Key: clusterstate.FenceIntentKey(t.node), Delete: true})
 	if cur, ok := c.isDC(); !ok || cur != term {
 		c.log.Warn("fence outcome not recorded: no longer DC", "node", t.node, "ok", ev.OK)
 		return
