@@ -62,6 +62,8 @@ func newRoot(stdout, stderr io.Writer) *cobra.Command {
 		newSimulateCmd(g),
 		newExplainCmd(g),
 		newFenceCmd(g),
+		newDatastoreCmd(g),
+		newVMCmd(g),
 		newVersionCmd(g),
 		newDemoCmd(g),
 		newWatchdogSupervisorCmd(),

@@ -101,6 +101,10 @@ func writeStatus(w io.Writer, st api.Status) {
 	}
 	tw.Flush()
 	writeResourceStatus(w, st)
+	if len(st.Datastores) > 0 {
+		fmt.Fprintln(w)
+		writeDatastores(w, st.Datastores)
+	}
 	writeFenceRequests(w, st.FenceRequests)
 	for _, wn := range st.Warnings {
 		fmt.Fprintln(w, "WARNING:", wn)

@@ -64,6 +64,7 @@ type Agent struct {
 	exec   *executor.Executor
 	ctrl   *controller.Controller
 	fencer *fencing.Runner
+	ds     datastoreState // this node's datastore checks (datastores.go)
 
 	stopHeartbeats context.CancelFunc
 
@@ -212,7 +213,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 	if err := os.MkdirAll(f.RunPath(), 0o700); err != nil {
 		return nil, fmt.Errorf("create run folder: %w", err)
 	}
-	a.agents = agents.NewRegistry(agents.Options{StateDir: f.RunPath(), Logger: a.log})
+	a.agents = agents.NewRegistry(agents.Options{StateDir: f.RunPath(), Logger: a.log, Datastores: a.datastoreLookup})
 	if !self.IsWitness() {
 		// Armed before anything can start a resource; petted from here on.
 		if err := a.startWatchdog(); err != nil {
@@ -293,9 +294,10 @@ func (a *Agent) run(ctx context.Context) error {
 	work.Add(1)
 	go func() { defer work.Done(); a.leaseLoop(workCtx) }()
 	if a.exec != nil {
-		work.Add(2)
+		work.Add(3)
 		go func() { defer work.Done(); _ = a.exec.Run(workCtx) }()
 		go func() { defer work.Done(); _ = a.ctrl.Run(workCtx) }()
+		go func() { defer work.Done(); a.datastoreLoop(workCtx) }()
 	}
 	tick := time.NewTicker(loopEvery)
 	defer tick.Stop()

@@ -90,6 +90,7 @@ func (b backend) Status(ctx context.Context) (api.Status, error) {
 		out.Nodes = append(out.Nodes, ns)
 	}
 	b.addResourceStatus(&out)
+	b.addDatastoreStatus(&out)
 	return out, nil
 }
 

@@ -86,6 +86,13 @@ type Result struct {
 	// it was killed by a signal, bad request); nil when the agent ran and
 	// exited, whatever its code.
 	Err error
+	// StoppedByGuest is set by a monitor that found the resource stopped
+	// because what it runs ended itself on purpose (vigil:vm: the guest
+	// powered itself off), with Code CodeNotRunning. It is the user's
+	// wish, not a failure: the executor records the instance stopped
+	// without raising its fail count and sets its target-role to Stopped,
+	// so that it stays down (as vSphere HA does).
+	StoppedByGuest bool
 }
 
 // Agent runs actions of one resource agent (one class:provider:type).

@@ -8,6 +8,10 @@
 //     installs them under /usr/lib/ocf). Spec "ocf:heartbeat:Dummy".
 //   - vigil:dummy: a built-in agent that keeps its state in a file, for tests.
 //   - vigil:process: a built-in agent that supervises one long-running command.
+//   - vigil:vm: a KVM/QEMU virtual machine over QMP, with a disk lease on its
+//     datastore, QEMU events reported at once ([Notifier]), a guest's own
+//     shutdown reported as [Result.StoppedByGuest], and live migration
+//     (see vmAgent for the contract a controller follows).
 //
 // The node executor gets an [Agent] from a [Registry] and calls
 // [Agent.Exec] with a [Request]; it gets back a [Result] whose [Code] is an

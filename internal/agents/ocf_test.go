@@ -331,7 +331,7 @@ func TestList(t *testing.T) {
 		}
 	}
 	r := NewRegistry(Options{OCFRoot: filepath.Join(t.TempDir(), "none"), StateDir: t.TempDir()})
-	if specs, err := r.List(); err != nil || len(specs) != 3 {
+	if specs, err := r.List(); err != nil || len(specs) != 4 {
 		t.Errorf("no OCF root: %v %v", specs, err)
 	}
 }

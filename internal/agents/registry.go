@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/vigil-ha/vigil/internal/datastore"
 )
 
 // DefaultOCFRoot is where Debian's resource-agents package installs.
@@ -30,6 +32,16 @@ type Options struct {
 	StateDir string
 	// Logger receives debug records of every action. Default: discard.
 	Logger *slog.Logger
+	// Datastores resolves datastore names (vigil:vm's DATASTORE:path
+	// disks) to their paths on this node; nil knows none.
+	Datastores DatastoreLookup
+	// DiskLease are the disk lease timings of vigil:vm; every node of a
+	// cluster must use the same (zero: the datastore package's defaults).
+	DiskLease datastore.Options
+	// Incarnation names this host's life in disk leases; it must stay the
+	// same while the host runs and change when it reboots. Default: the
+	// kernel's boot id.
+	Incarnation string
 }
 
 // Registry resolves agent specs ("ocf:heartbeat:Dummy", "vigil:dummy") to
@@ -41,6 +53,7 @@ type Registry struct {
 	mu     sync.Mutex
 	agents map[string]Agent
 	dirs   *ocfDirs
+	notify func(resource string) // given to every Notifier agent
 }
 
 // NewRegistry returns a registry for one node. It panics if StateDir is
@@ -123,8 +136,24 @@ func (r *Registry) Get(spec string) (Agent, error) {
 	if err != nil {
 		return nil, err
 	}
+	if n, ok := a.(Notifier); ok && r.notify != nil {
+		n.SetNotify(r.notify)
+	}
 	r.agents[spec] = a
 	return a, nil
+}
+
+// SetNotify implements Notifier: fn is given to every agent that is a
+// Notifier, those created already and those created later.
+func (r *Registry) SetNotify(fn func(resource string)) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notify = fn
+	for _, a := range r.agents {
+		if n, ok := a.(Notifier); ok {
+			n.SetNotify(fn)
+		}
+	}
 }
 
 func (r *Registry) newOCF(provider, typ string) (Agent, error) {
@@ -158,15 +187,17 @@ func (r *Registry) newBuiltin(typ string) (Agent, error) {
 		return newProcess(filepath.Join(r.opts.StateDir, "process"), r.log)
 	case TypeIP:
 		return newIP(r.log), nil
+	case TypeVM:
+		return newVM(filepath.Join(r.opts.StateDir, TypeVM), r.log, r.opts)
 	}
-	return nil, fmt.Errorf("%w: no built-in agent vigil:%s (known: vigil:%s, vigil:%s, vigil:%s)", ErrUnknownAgent, typ, TypeDummy, TypeIP, TypeProcess)
+	return nil, fmt.Errorf("%w: no built-in agent vigil:%s (known: vigil:%s, vigil:%s, vigil:%s, vigil:%s)", ErrUnknownAgent, typ, TypeDummy, TypeIP, TypeProcess, TypeVM)
 }
 
 // List returns the specs of every agent available here, sorted: the
 // built-in ones and every executable under <OCFRoot>/resource.d. A missing
 // OCF root is not an error (no OCF agents installed).
 func (r *Registry) List() ([]string, error) {
-	specs := []string{ClassVigil + ":" + TypeDummy, ClassVigil + ":" + TypeIP, ClassVigil + ":" + TypeProcess}
+	specs := []string{ClassVigil + ":" + TypeDummy, ClassVigil + ":" + TypeIP, ClassVigil + ":" + TypeProcess, ClassVigil + ":" + TypeVM}
 	dir := filepath.Join(r.opts.OCFRoot, "resource.d")
 	providers, err := os.ReadDir(dir)
 	if err != nil {

@@ -41,6 +41,7 @@ func NewHandler(b Backend, checkToken func(string) bool, log *slog.Logger) http.
 	mux.HandleFunc("DELETE /v1/nodes/{name}", s.removeNode)
 	s.routeResources(mux)
 	s.routeFencing(mux)
+	s.routeDatastores(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !checkToken(tok) {

@@ -46,6 +46,9 @@ type Status struct {
 	// FenceRequests are the operators' fence requests the DC has not
 	// carried out yet.
 	FenceRequests []FenceRequest `json:"fence_requests,omitempty"`
+	// Datastores are the configured datastores with every node's latest
+	// check.
+	Datastores []Datastore `json:"datastores,omitempty"`
 }
 
 // QuorumStatus is the answering node's quorum view.

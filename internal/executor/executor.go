@@ -188,6 +188,9 @@ type instance struct {
 	queue []job
 	busy  bool // a worker goroutine owns the queue
 	mon   *monitor
+	// kickPending: Notify came while no monitor ran; the next one runs at
+	// once.
+	kickPending bool
 	// cancel aborts the job running now; selfStop says it is a self-stop
 	// (which a later self-stop does not abort).
 	cancel   context.CancelFunc
@@ -235,7 +238,7 @@ func New(cfg Config) *Executor {
 	if cfg.ProbeParallelism <= 0 {
 		cfg.ProbeParallelism = DefaultProbeParallelism
 	}
-	return &Executor{
+	e := &Executor{
 		cfg:         cfg,
 		log:         cfg.Log.With("component", "executor"),
 		kick:        make(chan struct{}, 1),
@@ -247,6 +250,12 @@ func New(cfg Config) *Executor {
 		lastConfig:  map[string]model.Resource{},
 		stoppedHere: map[string]time.Time{},
 	}
+	// Agents that hear of changes between monitors (vigil:vm's QEMU
+	// events) bring the instance's monitor forward.
+	if n, ok := cfg.Agents.(agents.Notifier); ok {
+		n.SetNotify(e.Notify)
+	}
+	return e
 }
 
 // Probed reports whether this incarnation has recorded its probes (and
@@ -485,7 +494,12 @@ func (e *Executor) updateNode(ctx context.Context, what string, fresh bool, fn f
 // until it commits or ctx ends (never re-running what produced it). A
 // transaction the state machine rejects is not retried.
 func (e *Executor) commit(ctx context.Context, what string, ops []store.Op) error {
-	cmd := store.Txn{Ops: ops}
+	return e.commitTxn(ctx, what, store.Txn{Ops: ops})
+}
+
+// commitTxn is commit for a transaction with guards: one the state machine
+// rejects (a failed guard) is returned, not retried.
+func (e *Executor) commitTxn(ctx context.Context, what string, cmd store.Txn) error {
 	backoff := minBackoff
 	waited := false
 	for {
@@ -499,7 +513,12 @@ func (e *Executor) commit(ctx context.Context, what string, ops []store.Op) erro
 			}
 			return nil
 		case r.Err != nil:
-			e.log.Error("executor: write rejected by the store", "what", what, "err", err)
+			if errors.Is(r.Err, store.ErrCompareFailed) {
+				// A guarded write that lost a race: the caller reads again.
+				e.log.Info("executor: guarded write lost a race", "what", what, "err", err)
+			} else {
+				e.log.Error("executor: write rejected by the store", "what", what, "err", err)
+			}
 			return err
 		case errors.Is(err, store.ErrStopped):
 			return err
