@@ -25,6 +25,8 @@ import (
 //	ocf:heartbeat:Dummy   <run>/ocf/rsctmp/Dummy-<instance>.state (HA_RSCTMP)
 //	vigil:process         <run>/process/<instance>.pid ("PID STARTTIME"),
 //	                      active only while that very process lives
+//	vigil:vm              <run>/vm/<instance>/qemu.pid, active while that
+//	                      QEMU (its command line names the pid file) lives
 //
 // A node counts only while its agent process runs. A SIGKILLed node is a
 // powered-off machine whose disk remains: its state files stay behind but
@@ -99,6 +101,9 @@ func activeOnDisk(p *NodeProc, id string) (bool, error) {
 			return false, err
 		}
 	}
+	if on, err := qemuAlive(filepath.Join(dir, "vm", id, "qemu.pid")); on || err != nil {
+		return on, err
+	}
 	b, err := os.ReadFile(filepath.Join(dir, "process", id+".pid"))
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, nil
@@ -116,6 +121,38 @@ func activeOnDisk(p *NodeProc, id string) (bool, error) {
 		return false, nil
 	}
 	return processAlive(pid, start), nil
+}
+
+// qemuAlive reports whether the QEMU of a vigil:vm instance lives: its pid
+// file (written by QEMU once it runs) names a live process whose command
+// line is a QEMU's with that very pid file. A QEMU still waiting for an
+// incoming migration counts: it holds the disk image open.
+func qemuAlive(pidFile string) (bool, error) {
+	b, err := os.ReadFile(pidFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 0 {
+		return false, nil // being written
+	}
+	cmd, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
+	if err != nil {
+		return false, nil
+	}
+	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false, nil
+	}
+	if i := strings.LastIndexByte(string(st), ')'); i >= 0 {
+		if f := strings.Fields(string(st)[i+1:]); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+			return false, nil
+		}
+	}
+	return strings.Contains(string(cmd), "qemu") && strings.Contains(string(cmd), pidFile), nil
 }
 
 // processAlive reports whether pid is a live, non-zombie process that started
