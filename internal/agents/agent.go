@@ -69,6 +69,12 @@ type Request struct {
 	// MigrateSource and MigrateTarget name the nodes of a live migration
 	// (OCF_RESKEY_CRM_meta_migrate_source/_target).
 	MigrateSource, MigrateTarget string
+	// DownNodes are the nodes the cluster has proven down (fenced, reset
+	// by their watchdog, or confirmed off by an operator) in the
+	// incarnation its records name, as this node's copy of the store says
+	// when a start or migrate_from runs. vigil:vm takes a disk lease such
+	// a node still names at once instead of waiting out its lease time.
+	DownNodes []string
 }
 
 // Result is the outcome of one action.

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -437,7 +438,7 @@ func (a *vmAgent) acquire(ctx context.Context, cfg vmConfig, req Request) (*data
 		}
 		return nil, CodeOK, nil
 	}
-	l, err := datastore.Acquire(ctx, cfg.leaseRoot, req.Resource, a.holder(req), a.leaseOpts)
+	l, err := a.acquireLease(ctx, cfg, req)
 	switch {
 	case err == nil:
 		a.log.Info("vigil:vm: disk lease taken", "resource", req.Resource, "datastore", cfg.leaseDS)
@@ -999,4 +1000,22 @@ func (a *vmAgent) notRunning(res, dir string) Result {
 	why := a.exits[res]
 	a.mu.Unlock()
 	return Result{Code: CodeNotRunning, Output: why}
+}
+
+// acquireLease takes the disk lease: at once from a holder the cluster has
+// proven down (req.DownNodes: fenced, reset by its watchdog or confirmed
+// off), else by the delta-lease rule (the holder's counter still for the
+// lease time on this node's clock). A node proven down runs nothing, and
+// AcquireFenced takes the lease only while the file still names exactly
+// the holder read here, so a node that came back and renewed in between
+// keeps it.
+func (a *vmAgent) acquireLease(ctx context.Context, cfg vmConfig, req Request) (*datastore.Lease, error) {
+	if len(req.DownNodes) > 0 {
+		rec, err := datastore.Read(ctx, cfg.leaseRoot, req.Resource)
+		if err == nil && !rec.Released && rec.Holder.Node != "" && rec.Holder != a.holder(req) && slices.Contains(req.DownNodes, rec.Holder.Node) {
+			a.log.Info("vigil:vm: taking the disk lease from a node proven down", "resource", req.Resource, "holder", rec.Holder.Node)
+			return datastore.AcquireFenced(ctx, cfg.leaseRoot, req.Resource, a.holder(req), rec.Holder, a.leaseOpts)
+		}
+	}
+	return datastore.Acquire(ctx, cfg.leaseRoot, req.Resource, a.holder(req), a.leaseOpts)
 }

@@ -748,3 +748,34 @@ func TestVMStopAfterAgentRestartReleasesLease(t *testing.T) {
 		t.Fatalf("lease %+v, want released", rec)
 	}
 }
+
+// A node the cluster proved down (req.DownNodes) loses its disk lease at
+// once: the next node need not wait out the lease time. Without the proof
+// it must wait (TestVMDiskLeaseRefusesSecondNode: a live holder refuses).
+func TestVMTakesLeaseFromNodeProvenDown(t *testing.T) {
+	needVMTools(t)
+	root := newTestDatastore(t, "vm1.qcow2")
+	n1 := newVMNode(t, "n1", t.TempDir(), root)
+	n2 := newVMNode(t, "n2", t.TempDir(), root)
+	p := stubParams("vm1.qcow2")
+	n2.cleanupVM(t, "vm1", p)
+	run(t, n1.a, n1.req("vm1", ActionStart, p, nil), CodeOK)
+	pid := qemuPid(t, n1, "vm1")
+	// n1 is powered off: its QEMU dies and its agent renews nothing more.
+	n1.a.detachAll()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneOrFail(t, pid)
+
+	req := n2.req("vm1", ActionStart, p, nil)
+	req.DownNodes = []string{"n1"}
+	start := time.Now()
+	run(t, n2.a, req, CodeOK)
+	if d := time.Since(start); d >= testLease.LeaseTime {
+		t.Errorf("start took %s: it waited out the lease time (%s) despite the proof", d, testLease.LeaseTime)
+	}
+	if h := readLease(t, root, "vm1").Holder; h.Node != "n2" {
+		t.Fatalf("lease holder %+v, want n2", h)
+	}
+}

@@ -663,5 +663,8 @@ func (e *Executor) exec(ctx context.Context, r model.Resource, inst, action stri
 	if t != nil {
 		req.MigrateSource, req.MigrateTarget = t.MigrateSource, t.MigrateTarget
 	}
+	if action == agents.ActionStart || action == agents.ActionMigrateFrom {
+		req.DownNodes = e.downNodes()
+	}
 	return a.Exec(ctx, req)
 }

@@ -1,6 +1,7 @@
 package executor
 
 import (
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -8,6 +9,7 @@ import (
 	"github.com/vigil-ha/vigil/internal/agents"
 	"github.com/vigil-ha/vigil/internal/clusterstate"
 	"github.com/vigil-ha/vigil/internal/model"
+	"github.com/vigil-ha/vigil/internal/store"
 )
 
 // maxOutput bounds the agent output kept in a record or a result: both
@@ -165,4 +167,23 @@ func afterGuestStop(rec model.ResourceRecord, res agents.Result, now time.Time) 
 	rec.Output = output(res)
 	rec.Changed = now
 	return rec
+}
+
+// downNodes lists the nodes proven down in their current incarnation (see
+// agents.Request.DownNodes), sorted.
+func (e *Executor) downNodes() []string {
+	var out []string
+	e.cfg.Store.Read(func(s *store.State) {
+		recs, err := clusterstate.NodeRecords(s)
+		if err != nil {
+			return
+		}
+		for name, r := range recs {
+			if r.Down != nil && r.BootID != 0 && r.Down.BootID == r.BootID && name != e.cfg.Node {
+				out = append(out, name)
+			}
+		}
+	})
+	slices.Sort(out)
+	return out
 }
