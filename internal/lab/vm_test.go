@@ -62,7 +62,7 @@ func vmLab(t *testing.T) (*lab.Lab, string) {
 }
 
 // consoleLog is the guest console of vm1 as node's QEMU wrote it.
-func consoleLog(t *testing.T, l *lab.Lab, node string) string {
+func consoleLog(t testing.TB, l *lab.Lab, node string) string {
 	b, _ := os.ReadFile(filepath.Join(l.RunDir(node), "vm", "vm1", "console.log"))
 	return string(b)
 }
@@ -80,7 +80,7 @@ func lastCounter(log string) (n int, boot string) {
 
 // waitCounting waits until node's guest of vm1 has counted to at least n
 // in a boot other than notBoot, and returns that boot id.
-func waitCounting(t *testing.T, l *lab.Lab, node string, n int, notBoot string) string {
+func waitCounting(t testing.TB, l *lab.Lab, node string, n int, notBoot string) string {
 	t.Helper()
 	var boot string
 	l.WaitFor(fmt.Sprintf("vm1's guest on %s counting (≥ %d, boot ≠ %q)", node, n, notBoot), vmBoot, func() (bool, string) {
@@ -92,7 +92,7 @@ func waitCounting(t *testing.T, l *lab.Lab, node string, n int, notBoot string) 
 }
 
 // qemuPid returns the pid of node's QEMU for vm1.
-func qemuPid(t *testing.T, l *lab.Lab, node string) int {
+func qemuPid(t testing.TB, l *lab.Lab, node string) int {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(l.RunDir(node), "vm", "vm1", "qemu.pid"))
 	if err != nil {
