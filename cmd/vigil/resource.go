@@ -262,7 +262,9 @@ func newResourceRoleCmd(g *globals, verb, short, role string) *cobra.Command {
 }
 
 func newResourceNodeCmd(g *globals, verb, short string) *cobra.Command {
-	return &cobra.Command{
+	var wait bool
+	var timeout time.Duration
+	cmd := &cobra.Command{
 		Use:   verb + " ID NODE",
 		Short: short,
 		Args:  cobra.ExactArgs(2),
@@ -279,10 +281,20 @@ func newResourceNodeCmd(g *globals, verb, short string) *cobra.Command {
 					return err
 				}
 				writeResult(g.stdout, what, res)
-				return nil
+				if !wait {
+					return nil
+				}
+				wctx, cancel := context.WithTimeout(ctx, timeout)
+				defer cancel()
+				return waitMove(wctx, g.stdout, c, args[0], args[1])
 			})
 		},
 	}
+	if verb == "move" {
+		cmd.Flags().BoolVar(&wait, "wait", false, "wait until it runs on NODE, showing a live migration's progress (transferred, remaining, dirty rate, ETA)")
+		cmd.Flags().DurationVar(&timeout, "timeout", 10*time.Minute, "with --wait: give up waiting after this long")
+	}
+	return cmd
 }
 
 func newResourceRequestCmd(g *globals, verb, short string) *cobra.Command {

@@ -42,6 +42,7 @@ func NewHandler(b Backend, checkToken func(string) bool, log *slog.Logger) http.
 	s.routeResources(mux)
 	s.routeFencing(mux)
 	s.routeDatastores(mux)
+	s.routeMigration(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !checkToken(tok) {

@@ -229,7 +229,14 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 	fenceOps, guards := c.fenceRound(ctx, v, plan, term)
 	c.monitorDevices(ctx, v, term)
 	ops = append(ops, fenceOps...)
-	tasks := c.dispatch(v, snap, plan, term)
+	migOps, tasks := c.migrateRound(v, snap, plan, term)
+	ops = append(ops, migOps...)
+	for _, t := range c.dispatch(v, snap, plan, term) {
+		// One task per instance per round: a migration's step wins.
+		if !slices.ContainsFunc(tasks, func(m model.Task) bool { return m.Resource == t.Resource }) {
+			tasks = append(tasks, t)
+		}
+	}
 	for _, t := range tasks {
 		ops = append(ops, store.Op{Key: clusterstate.TaskKey(t.Node, t.ID), Value: clusterstate.Encode(t)})
 	}
@@ -282,9 +289,10 @@ func (c *Controller) collect(v View) []store.Op {
 
 // dispatch turns the plan's ready actions into tasks. An action is ready
 // when it waits for no other action of the plan and its instance has no
-// pending task. A migrate is issued as a stop on the source: the start on
-// the target follows in a later round (live migration comes with the VM
-// driver).
+// pending task. A migrate of a vigil:vm instance between two online nodes
+// is left to migrateRound (live migration, migrate.go); any other migrate
+// is issued as a stop on the source, and the start on the target follows
+// in a later round.
 func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan, term uint64) []model.Task {
 	pending := map[string]bool{}
 	for _, p := range snap.Pending {
@@ -304,6 +312,9 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 	now := c.cfg.Now()
 	for _, a := range plan.Actions {
 		if len(a.After) > 0 || pending[a.Resource] {
+			continue
+		}
+		if migrating(v, snap, a) {
 			continue
 		}
 		if probing != "" && (a.Kind == scheduler.ActionStart || a.Kind == scheduler.ActionMigrate) {

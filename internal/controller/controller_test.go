@@ -15,6 +15,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/vigil-ha/vigil/internal/agents"
 	"github.com/vigil-ha/vigil/internal/clusterstate"
 	"github.com/vigil-ha/vigil/internal/fencing"
 	"github.com/vigil-ha/vigil/internal/model"
@@ -33,6 +34,14 @@ type world struct {
 	mu    sync.Mutex
 	alive map[string]bool
 	stop  func()
+	// agent, if set, answers each task (see migrate_test.go); its outcome
+	// becomes the record as the executor writes it. hold, if set, keeps a
+	// task unanswered while it returns true.
+	agent func(t model.Task) agents.Result
+	hold  func(t model.Task) bool
+	ran   []model.Task // every task answered, in order
+	// check, if set, runs on the state after every answer.
+	check func(s *store.State)
 }
 
 const boot = 7
@@ -41,9 +50,9 @@ func newWorld(t *testing.T, mod func(*Config)) *world {
 	t.Helper()
 	disk := store.NewMemDisk()
 	members := []store.Member{
-		{Name: "n1", ID: 1, Role: store.RoleVoter},
-		{Name: "n2", ID: 2, Role: store.RoleLearner},
-		{Name: "n3", ID: 3, Role: store.RoleLearner},
+		{Name: "n1", ID: 1, Role: store.RoleVoter, Links: []string{"10.0.0.1:7400"}},
+		{Name: "n2", ID: 2, Role: store.RoleLearner, Links: []string{"10.0.0.2:7400"}},
+		{Name: "n3", ID: 3, Role: store.RoleLearner, Links: []string{"10.0.0.3:7400"}},
 	}
 	if err := store.Bootstrap(disk, members); err != nil {
 		t.Fatal(err)
@@ -131,6 +140,16 @@ func (w *world) executors(ctx context.Context) {
 				if _, done := clusterstate.Result(s, t.Node, t.ID); done || !w.isAlive(t.Node) {
 					continue
 				}
+				w.mu.Lock()
+				agent, hold := w.agent, w.hold
+				w.mu.Unlock()
+				if hold != nil && hold(t) {
+					continue
+				}
+				if agent != nil {
+					ops = append(ops, w.answer(s, t, agent(t))...)
+					continue
+				}
 				state := model.StateStarted
 				if t.Action == model.ActStop {
 					state = model.StateStopped
@@ -144,6 +163,12 @@ func (w *world) executors(ctx context.Context) {
 			pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			_, _ = w.node.Propose(pctx, store.Txn{Ops: ops})
 			cancel()
+			w.mu.Lock()
+			check := w.check
+			w.mu.Unlock()
+			if check != nil {
+				w.node.Read(check)
+			}
 		}
 		select {
 		case <-ctx.Done():

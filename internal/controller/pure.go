@@ -60,3 +60,14 @@ func FenceHistoryOps(v View, ev model.FenceEvent) []store.Op {
 	c := &Controller{log: discard}
 	return c.historyOps(v, ev)
 }
+
+// MigrateRound advances the live migrations in progress and starts those
+// the plan asks for, as a round at now in term does (migrate.go): the ops
+// (migration records) and tasks to commit, and the task counter after.
+// Tasks of Dispatch for an instance that MigrateRound gave a task are
+// dropped by the round.
+func MigrateRound(v View, snap *model.Snapshot, plan *scheduler.Plan, term uint64, now time.Time, seq uint64) ([]store.Op, []model.Task, uint64) {
+	c := &Controller{cfg: Config{Now: func() time.Time { return now }}, log: discard, seq: seq}
+	ops, tasks := c.migrateRound(v, snap, plan, term)
+	return ops, tasks, c.seq
+}

@@ -34,6 +34,8 @@ type View struct {
 	DeviceHealth map[string]model.FenceMonitor
 	// HistoryPrune deletes the oldest fencing events so one more fits.
 	HistoryPrune []store.Op
+	// Migrations are the live migrations in progress (migrate.go).
+	Migrations []Migration
 }
 
 // ReadView reads a consistent View from the applied state.
@@ -73,6 +75,9 @@ func ReadView(s *store.State) (View, error) {
 		return true
 	})
 	if v.DeviceHealth, err = clusterstate.FenceMonitors(s); err != nil {
+		return v, err
+	}
+	if v.Migrations, err = readMigrations(s); err != nil {
 		return v, err
 	}
 	return v, nil
@@ -174,6 +179,12 @@ func (v View) Snapshot(alive func(string) bool, now time.Time) *model.Snapshot {
 		if !answered[t.Node+"/"+t.ID] {
 			s.Pending = append(s.Pending, model.Pending{Resource: t.Resource, Node: t.Node, Action: t.Action})
 		}
+	}
+	// A live migration holds its instance out of the plan from its first
+	// step to its last, results and all (between two steps no task is
+	// pending): the scheduler sees it in motion, and plans nothing for it.
+	for _, m := range v.Migrations {
+		s.Pending = append(s.Pending, model.Pending{Resource: m.Resource, Node: m.Source, Action: pendingMigrate})
 	}
 	return s
 }

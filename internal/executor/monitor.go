@@ -49,8 +49,10 @@ func (e *Executor) adjustMonitorsLocked(v view) {
 	want := map[string]spec{}
 	if !v.maint {
 		for id, rec := range v.records {
-			// After migrate_to the instance waits for the DC's stop.
-			if rec.State != model.StateStarted || rec.LastOp == model.ActMigrateTo {
+			// After a successful migrate_to the instance waits for the
+			// DC's stop; after a failed one (a live migration's transfer)
+			// it still runs here and is monitored as before.
+			if rec.State != model.StateStarted || (rec.LastOp == model.ActMigrateTo && rec.LastRC == int(agents.CodeOK)) {
 				continue
 			}
 			in, ok := e.instByID[id]

@@ -92,7 +92,10 @@ func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now ti
 			rec.LastFailure = now
 		}
 	case model.ActMigrateFrom, model.ActMigrateTo:
-		// After a successful migrate_to the instance may still be active
+		if t.Migration != "" {
+			return afterMigrationStep(rec, t, res, now)
+		}
+		// Pacemaker-style (OCF) migration. After a successful migrate_to the instance may still be active
 		// here until the DC's stop (after migrate_from on the target):
 		// it stays recorded as started, without a recurring monitor.
 		ok = code == agents.CodeOK
@@ -112,6 +115,13 @@ func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now ti
 			rec.State = model.StateStopFailed
 			rec.LastFailure = now
 		}
+		if t.Migration == model.MigrateAbort {
+			// The target of a failed live migration: one failure here, so
+			// that migration-threshold ends the retries to this node.
+			rec.FailCount++
+			rec.LastFailure = now
+			rec.FailureReason = "live migration: " + t.Reason
+		}
 	case model.ActProbe:
 		rec.State = probeState(code)
 		ok = rec.State != model.StateFailed
@@ -122,6 +132,46 @@ func afterTask(rec model.ResourceRecord, t model.Task, res agents.Result, now ti
 	rec.Changed = now
 	if !ok {
 		rec.FailureReason = failureReason(t.Action, res)
+	}
+	return rec, ok
+}
+
+// afterMigrationStep records the outcome of a step of a DC-driven live
+// migration (model.MigratePrepare...). The states say what runs where, so
+// that the scheduler never sees two running copies:
+//
+//   - prepare: the target only waits for the instance (StateMigrating); on
+//     failure it may be half set up (StateFailed) and the DC stops it;
+//   - transfer (on the source): success means the source handed the
+//     instance over and runs nothing any more (StateStopped); failure means
+//     it still runs here, untouched (the state stays as it was, and the
+//     recurring monitor resumes: LastRC is not OK);
+//   - finish: the target runs the instance (StateStarted), or failed to.
+//
+// No step counts a failure: a failed migration counts one on the target,
+// through the DC's MigrateAbort stop, and never on the source, where
+// nothing failed.
+func afterMigrationStep(rec model.ResourceRecord, t model.Task, res agents.Result, now time.Time) (model.ResourceRecord, bool) {
+	ok := res.Code == agents.CodeOK
+	switch {
+	case t.Action == model.ActMigrateTo && ok:
+		rec.State = model.StateStopped
+	case t.Action == model.ActMigrateTo:
+		// Still running here, as before.
+	case t.Migration == model.MigratePrepare && ok:
+		rec.State = model.StateMigrating
+	case ok:
+		rec.State = model.StateStarted
+	default:
+		rec.State = model.StateFailed
+		rec.LastFailure = now
+	}
+	rec.LastOp = t.Action
+	rec.LastRC = int(res.Code)
+	rec.Output = output(res)
+	rec.Changed = now
+	if !ok {
+		rec.FailureReason = failureReason(t.Action+" ("+t.Migration+")", res)
 	}
 	return rec, ok
 }

@@ -17,6 +17,14 @@ const (
 	// runs: it is blocked until the node is fenced or an operator cleans
 	// it up.
 	StateStopFailed = "stop_failed"
+	// StateMigrating: the target of a live migration, prepared to receive
+	// the instance (vigil:vm: a QEMU waiting for the incoming migration,
+	// running no guest, holding no disk lease). It is not a running copy,
+	// but the DC's migrate step may hand the instance over to it at any
+	// moment, so on a lost node it counts as possibly active (the instance
+	// waits for fencing), and on a live node with no migration in progress
+	// it is a leftover the DC stops.
+	StateMigrating = "migrating"
 	// StateUnknown is never recorded: the scheduler derives it for a
 	// resource recorded on a node that is lost and not proven down.
 	StateUnknown = "unknown"
@@ -52,6 +60,27 @@ const (
 	ActMigrateFrom = "migrate_from"
 )
 
+// Steps of a live migration driven by the DC (Task.Migration), in order.
+const (
+	// MigratePrepare: migrate_from on the target; the target gets ready to
+	// receive and answers where to send (its output). Success leaves the
+	// target's record StateMigrating.
+	MigratePrepare = "prepare"
+	// MigrateTransfer: migrate_to on the source. Success means the source
+	// handed the instance over and runs nothing (record stopped); failure
+	// means it still runs there (record left started).
+	MigrateTransfer = "transfer"
+	// MigrateFinish: migrate_from on the target, which then runs the
+	// instance (record started).
+	MigrateFinish = "finish"
+	// MigrateAbort: a stop on the target after a failed step; it counts one
+	// failure there, so migration-threshold bounds the retries.
+	MigrateAbort = "abort"
+	// MigrateCleanup: a stop on the target that counts no failure (the
+	// migration was cut short by a DC change, not by the target).
+	MigrateCleanup = "cleanup"
+)
+
 // Task is one action the DC asks one node's executor to run. Tasks are
 // committed to the replicated store before any executor acts on them (the
 // intent is durable before the action), and carry the DC's term: an
@@ -65,11 +94,17 @@ type Task struct {
 	Resource string `json:"resource"` // instance id
 	// Config is the resource's configuration at the time of the task
 	// (for a clone instance, the cloned resource's).
-	Config        Resource  `json:"config"`
-	MigrateSource string    `json:"migrate_source,omitempty"`
-	MigrateTarget string    `json:"migrate_target,omitempty"`
-	Reason        string    `json:"reason,omitempty"`
-	Issued        time.Time `json:"issued,omitzero"`
+	Config        Resource `json:"config"`
+	MigrateSource string   `json:"migrate_source,omitempty"`
+	MigrateTarget string   `json:"migrate_target,omitempty"`
+	// Migration is the step of a DC-driven live migration this task is
+	// (MigratePrepare...); empty for every other task, including the
+	// migrate_to/migrate_from of Pacemaker-style (OCF) migrations. The
+	// executor records a step's outcome by what the step means, not by
+	// the action alone: see executor.afterTask.
+	Migration string    `json:"migration,omitempty"`
+	Reason    string    `json:"reason,omitempty"`
+	Issued    time.Time `json:"issued,omitzero"`
 }
 
 // TaskResult is an executor's answer to one task.

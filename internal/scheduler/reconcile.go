@@ -903,12 +903,12 @@ func (c *ctx) status(u *unit, mi *minst) {
 		}
 		nd := c.nodes[n]
 		if nd.state == model.NodeOffline {
-			if r.State == model.StateStarted || r.State == model.StateFailed {
+			if r.State == model.StateStarted || r.State == model.StateFailed || r.State == model.StateMigrating {
 				mi.gone = appendNode(mi.gone, n) // for the reasons only
 			}
 			continue // proven down or left cleanly: nothing runs there
 		}
-		live := r.State == model.StateStarted || r.State == model.StateFailed || r.State == model.StateStopFailed
+		live := r.State == model.StateStarted || r.State == model.StateFailed || r.State == model.StateStopFailed || r.State == model.StateMigrating
 		if nd.state == model.NodeLost {
 			if live {
 				mi.unknown = appendNode(mi.unknown, n)
@@ -918,7 +918,11 @@ func (c *ctx) status(u *unit, mi *minst) {
 		switch r.State {
 		case model.StateStarted:
 			mi.active = appendNode(mi.active, n)
-		case model.StateFailed:
+		case model.StateFailed, model.StateMigrating:
+			// A live migration's prepared target is not a running copy,
+			// but the controller holds the instance out of the plan while
+			// the migration runs (a pending migrate); one left over after
+			// it may hold part of the instance: stopped like a failure.
 			mi.active = appendNode(mi.active, n)
 			mi.failed = appendNode(mi.failed, n)
 		case model.StateStopFailed:
@@ -1064,7 +1068,7 @@ func (c *ctx) orphan(id string, recs []*model.ResourceRecord) {
 			continue
 		}
 		nd := c.nodes[n]
-		live := r.State == model.StateStarted || r.State == model.StateFailed || r.State == model.StateStopFailed
+		live := r.State == model.StateStarted || r.State == model.StateFailed || r.State == model.StateStopFailed || r.State == model.StateMigrating
 		if !live || nd.state == model.NodeOffline {
 			continue
 		}
