@@ -5,7 +5,6 @@ package chaos
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -96,7 +95,7 @@ func TestChaosCheckerCatchesUnfencedRecovery(t *testing.T) {
 // temporary folder: only this test ever runs that binary.
 func buildBroken(t *testing.T) string {
 	t.Helper()
-	root, err := moduleRoot()
+	root, err := lab.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,23 +117,6 @@ func buildBroken(t *testing.T) string {
 	}
 	t.Logf("chaos: built the broken binary (vigil_chaos_nofence) in %s", time.Since(began).Round(time.Millisecond))
 	return out
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working folder")
-		}
-		dir = parent
-	}
 }
 
 // envSeed reads VIGIL_CHAOS_SEED, or derives a seed from the time.

@@ -71,8 +71,10 @@ func build() (string, error) {
 	return out, nil
 }
 
-// moduleRoot finds the folder holding go.mod, upwards from the working
+// ModuleRoot finds the folder holding go.mod, upwards from the working
 // folder (a test runs in its package's folder).
+func ModuleRoot() (string, error) { return moduleRoot() }
+
 func moduleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {

@@ -29,27 +29,8 @@ import (
 //
 //	make build && VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench VMFailover -benchtime 10x ./internal/lab/
 func BenchmarkVMFailover(b *testing.B) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		b.Skip("qemu-system-x86_64 is not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	g, err := guestimage.Ensure(ctx, guestimage.DefaultDir())
-	cancel()
-	if errors.Is(err, guestimage.ErrUnavailable) {
-		b.Skipf("the test guest cannot be built here: %v", err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := newFailoverLab(b, failoverMode{})
+	f := vmBenchLab(b, "--disabled")
 	l := f.l
-	ds := filepath.Join(l.Dir(), "ds1")
-	if err := os.MkdirAll(ds, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	benchCLI(b, l, f.dc, "datastore", "create", "ds1", ds)
-	benchCLI(b, l, f.dc, "vm", "create", "vm1", "--disk", "ds1:vm1.qcow2", "--size", "64M", "--memory", "128M",
-		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", g.Cmdline, "--stop-timeout", "10s", "--disabled")
 	benchCLI(b, l, f.dc, "constraint", "colocation", "add", "vm-with-spin", "vm1", "with", failoverRes)
 	benchCLI(b, l, f.dc, "resource", "enable", "vm1")
 	var started, guest latencies
@@ -117,27 +98,8 @@ func BenchmarkVMFailover(b *testing.B) {
 //
 //	make build && VIGIL_BIN=$PWD/bin/vigil go test -run '^$' -bench VMMigration -benchtime 5x ./internal/lab/
 func BenchmarkVMMigration(b *testing.B) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		b.Skip("qemu-system-x86_64 is not installed")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	g, err := guestimage.Ensure(ctx, guestimage.DefaultDir())
-	cancel()
-	if errors.Is(err, guestimage.ErrUnavailable) {
-		b.Skipf("the test guest cannot be built here: %v", err)
-	}
-	if err != nil {
-		b.Fatal(err)
-	}
-	f := newFailoverLab(b, failoverMode{})
+	f := vmBenchLab(b)
 	l := f.l
-	ds := filepath.Join(l.Dir(), "ds1")
-	if err := os.MkdirAll(ds, 0o755); err != nil {
-		b.Fatal(err)
-	}
-	benchCLI(b, l, f.dc, "datastore", "create", "ds1", ds)
-	benchCLI(b, l, f.dc, "vm", "create", "vm1", "--disk", "ds1:vm1.qcow2", "--size", "64M", "--memory", "128M",
-		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", g.Cmdline, "--stop-timeout", "10s")
 	var move, qemuTotal, downtime latencies
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
@@ -176,4 +138,35 @@ func BenchmarkVMMigration(b *testing.B) {
 	b.ReportMetric(qemuTotal.pct(50), "qemu-total-p50-ms")
 	b.ReportMetric(downtime.pct(50), "downtime-p50-ms")
 	b.ReportMetric(downtime.pct(100), "downtime-max-ms")
+}
+
+// vmBenchLab is the failover benchmark's lab (three agents in network
+// namespaces, the lab fence device) with a datastore folder ds1 in the lab
+// dir and vm1, the busybox test guest (128 MiB, a 64 MiB qcow2 disk on ds1),
+// created with the extra `vm create` arguments. It skips without QEMU or
+// when the guest cannot be built.
+func vmBenchLab(b *testing.B, extra ...string) *failoverLab {
+	b.Helper()
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		b.Skip("qemu-system-x86_64 is not installed")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	g, err := guestimage.Ensure(ctx, guestimage.DefaultDir())
+	cancel()
+	if errors.Is(err, guestimage.ErrUnavailable) {
+		b.Skipf("the test guest cannot be built here: %v", err)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	f := newFailoverLab(b, failoverMode{})
+	ds := filepath.Join(f.l.Dir(), "ds1")
+	if err := os.MkdirAll(ds, 0o755); err != nil {
+		b.Fatal(err)
+	}
+	benchCLI(b, f.l, f.dc, "datastore", "create", "ds1", ds)
+	args := []string{"vm", "create", "vm1", "--disk", "ds1:vm1.qcow2", "--size", "64M", "--memory", "128M",
+		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", g.Cmdline, "--stop-timeout", "10s"}
+	benchCLI(b, f.l, f.dc, append(args, extra...)...)
+	return f
 }
