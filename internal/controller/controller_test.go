@@ -655,3 +655,18 @@ func TestFenceNeedsItsIntentCommitted(t *testing.T) {
 		t.Fatalf("r1 started on %v, want n2 alone (no proof)", s)
 	}
 }
+
+// A node lost before its current incarnation recorded its probes may run
+// anything (an agent that died after a start, before recording it, and
+// whose next incarnation refused the unanswered task): starts wait until
+// it is proven down.
+func TestStartsWaitForALostUnprobedNode(t *testing.T) {
+	w := newWorld(t, nil)
+	w.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: boot + 1, Probed: boot})
+	w.setAlive("n2", false)
+	w.put(clusterstate.ResourceKey("r1"), dummy("r1"))
+	w.never("r1 started while n2 is lost and unprobed", time.Second, func() bool { return len(w.startedOn("r1")) > 0 })
+	w.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: boot + 1, Probed: boot,
+		Down: &model.DownProof{How: "confirmed", BootID: boot + 1}})
+	w.waitFor("r1 started once n2 is proven down", func() bool { return len(w.startedOn("r1")) == 1 })
+}

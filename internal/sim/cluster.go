@@ -420,6 +420,16 @@ func (c *Cluster) KillAgent(i int) {
 
 // powerOff stops node n at once: processes, and the resources it ran.
 func (c *Cluster) powerOff(n *node) {
+	// What n sent up to now may still reach its peers: the isolation
+	// check must count it even if n was up for less than a step (a node
+	// restarted and fenced again at once).
+	if n.up {
+		for _, o := range c.n {
+			if o != n && c.net.anyLink(n.idx, o.idx) >= 0 {
+				c.lastReach[o.idx][n.idx] = c.now
+			}
+		}
+	}
 	n.up, n.core, n.mach = false, nil, nil
 	n.leader, n.quorate = false, false
 	n.p, n.truth = nil, nil

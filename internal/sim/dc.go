@@ -20,7 +20,8 @@ import (
 // (scheduler.Compute), collect answered tasks (controller.Collect), start
 // fences for controller.FenceTargets, dispatch tasks (controller.Dispatch)
 // and commit all of it in one transaction guarded on the DC record. A fence
-// device powers the target off in the simulation; its proof is written with
+// runs only once its intent committed; the device powers the target off in
+// the simulation; its proof is written with
 // controller.ProofOps. What is modelled: the loop's goroutines (a round runs
 // when the store or membership changed, at least every second, at most
 // every roundGap; a blocked Propose blocks the loop, as it does), and the
@@ -60,6 +61,7 @@ type fenceRun struct {
 	started time.Duration
 	end     time.Duration
 	ok      bool
+	intent  *oneShot // the intent's write: the device runs once it applied
 	rec     *oneShot // the outcome's write, once the device answered
 }
 
@@ -263,11 +265,26 @@ func (d *simDC) startDeviceFence(v controller.View, t controller.FenceTarget, re
 	if d.fencing[t.Node] != nil || c.now < d.fenceAfter[t.Node] {
 		return
 	}
-	f := &fenceRun{t: t, node: rec, term: term, started: c.now, end: c.now + c.between(fenceTime[0], fenceTime[1]), ok: !c.chance(pFenceFail)}
+	f := &fenceRun{t: t, node: rec, term: term, ok: !c.chance(pFenceFail)}
 	d.fencing[t.Node] = f
-	c.rep.Fences++
-	c.noteFence(t.Node)
-	c.tracef("%s fences %s (boot %d): %s", d.n.name, t.Node, rec.BootID, t.Reason)
+	// Controller.startDeviceFence: the intent is committed, guarded on
+	// the DC record, before the device runs.
+	intent := model.FenceEvent{V: clusterstate.FormatVersion, Target: t.Node, By: t.By, Reason: t.Reason, How: "device", Started: wall(c.now)}
+	o := &oneShot{deadline: c.now + fenceIntentTimeout}
+	f.intent = o
+	id, err := c.proposeFn(d.n, store.Txn{
+		Ops: []store.Op{{Key: clusterstate.FenceIntentKey(t.Node), Value: clusterstate.Encode(intent)}},
+		If:  []store.Cmp{{Key: clusterstate.KeyDC, Version: v.DCVersion}},
+	}, func(r store.Result) {
+		if !o.done {
+			o.done, o.err = true, r.Err
+		}
+	})
+	o.id = id
+	if err != nil {
+		o.done, o.err = true, err
+	}
+	c.tracef("%s decides to fence %s (boot %d): %s", d.n.name, t.Node, rec.BootID, t.Reason)
 }
 
 // stepFences finishes the fences whose device has answered: on success the
@@ -292,6 +309,28 @@ func (d *simDC) stepFences() {
 				}
 				n.p.dcDirty = true
 			}
+			continue
+		case f.end == 0:
+			// The intent is on its way: the device runs only once it
+			// applied; a DC that cannot commit it never fences.
+			o := f.intent
+			if !o.done && c.now < o.deadline {
+				continue
+			}
+			if !o.done || o.err != nil {
+				if !o.done {
+					delete(c.pending, o.id)
+				}
+				c.tracef("%s: fence of %s not started: its intent did not commit", n.name, name)
+				delete(d.fencing, name)
+				d.fenceAfter[name] = c.now + fenceIntentRetry
+				n.p.dcDirty = true
+				continue
+			}
+			f.started, f.end = c.now, c.now+c.between(fenceTime[0], fenceTime[1])
+			c.rep.Fences++
+			c.noteFence(name)
+			c.tracef("%s fences %s (boot %d): %s", n.name, name, f.node.BootID, f.t.Reason)
 			continue
 		case c.now < f.end:
 			continue
@@ -332,6 +371,7 @@ func (d *simDC) stepFences() {
 			ev.Error = "simulated fence failure"
 			ops = controller.FenceHistoryOps(v, ev)
 		}
+		ops = append(ops, store.Op{Key: clusterstate.FenceIntentKey(name), Delete: true})
 		f.rec = &oneShot{deadline: c.now + proposeTimeout}
 		if cur, ok := d.isDC(); !ok || cur != f.term {
 			c.tracef("%s: fence outcome for %s not recorded: no longer DC", n.name, name)

@@ -58,7 +58,10 @@
 //     tracked). A Propose blocks the loop until applied or timed out (10 s;
 //     5 s for the takeover), as it does.
 //   - Fencing: every node has one fence device (no levels, no device
-//     monitor). A fence takes 0.3-3 s and fails 5% of the time (retry after
+//     monitor). As in Controller.startDeviceFence, the DC first commits the
+//     fence's intent (guarded on the DC record; 2 s to commit, else no
+//     fence and a retry after 1 s): a DC cut off from its peers never
+//     fences. A fence takes 0.3-3 s and fails 5% of the time (retry after
 //     10 s); on success the device powers the target off (everything on it
 //     stops; it reboots 1-6 s later) and the DC writes the proof with
 //     ProofOps if still DC in the fence's term. A DC never fences itself.

@@ -56,6 +56,11 @@ const (
 	roundGap = 50 * time.Millisecond
 	// fenceRetry is the controller's pause after a failed fence.
 	fenceRetry = 10 * time.Second
+	// fenceIntentTimeout and fenceIntentRetry are the controller's: how
+	// long a fence's intent may take to commit, and the pause after it
+	// did not.
+	fenceIntentTimeout = 2 * time.Second
+	fenceIntentRetry   = time.Second
 	// probeParallelism is the executor's default.
 	probeParallelism = 8
 	// monitorInterval is every resource's recurring monitor.
