@@ -503,6 +503,12 @@ func TestIPStartRefusedWhenAddressAnswers(t *testing.T) {
 			if err := h.AddrAdd(link, addr); err != nil {
 				t.Fatal(err)
 			}
+			if addr.IP.To4() == nil {
+				// The client's kernel answers neighbour discovery only once
+				// its interface is ready: its link-local address no longer
+				// tentative (a just-created veth; a real host's is long up).
+				waitLinkLocal(t, h, link)
+			}
 			a := ipAgentOf(t)
 			params := map[string]string{"address": tc.vip, "interface": ipNodeIf}
 			res := l.want(t, a, ActionStart, params, CodeErrGeneric)
@@ -515,5 +521,27 @@ func TestIPStartRefusedWhenAddressAnswers(t *testing.T) {
 			}
 			l.want(t, a, ActionMonitor, params, CodeNotRunning)
 		})
+	}
+}
+
+// waitLinkLocal waits until link has a link-local IPv6 address that is no
+// longer tentative.
+func waitLinkLocal(t *testing.T, h *netlink.Handle, link netlink.Link) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		addrs, err := h.AddrList(link, netlink.FAMILY_V6)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, a := range addrs {
+			if a.IP.IsLinkLocalUnicast() && a.Flags&unix.IFA_F_TENTATIVE == 0 {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no ready link-local address on %s after 10s: %v", link.Attrs().Name, addrs)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

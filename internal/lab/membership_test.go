@@ -477,7 +477,17 @@ func TestWitnessWithLaggingNode(t *testing.T) {
 	if st.DC == "w1" {
 		t.Logf("NOTE: the witness w1 is the DC (raft leader): n2's log was behind, so only w1 could win")
 	}
-	e2, err := l.SetProperty(ctxFor(t, 30*time.Second), "n2", "after", "2")
+	// A witness that won the election hands leadership to a node at once:
+	// a write may meet that hand-over ("no leader: try again shortly").
+	var e2 uint64
+	for deadline := time.Now().Add(lab.Scale(15 * time.Second)); ; {
+		e2, err = l.SetProperty(ctxFor(t, 30*time.Second), "n2", "after", "2")
+		if err == nil || !strings.Contains(err.Error(), "no leader") || time.Now().After(deadline) {
+			break
+		}
+		t.Logf("retrying (transient): %v", err)
+		time.Sleep(500 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("write on n2 with the witness: %v", err)
 	}
