@@ -988,6 +988,21 @@ func (b backend) addResourceStatus(out *api.Status) {
 	for _, n := range rv.plan.Notes {
 		out.Warnings = append(out.Warnings, n)
 	}
+	if node, why := controller.StartsHeld(rv.v, rv.snap); node != "" && rv.snap != nil {
+		if n, ok := nodeIn(rv.snap, node); ok && n.State == model.NodeLost {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("every start is held: %s was %s, so it may run what no record shows: fencing, or `vigil fence confirm %s` once you know it is off", node, why, node))
+		}
+	}
+}
+
+// nodeIn returns the snapshot's entry for a node.
+func nodeIn(snap *model.Snapshot, name string) (model.NodeStatus, bool) {
+	for _, n := range snap.Nodes {
+		if n.Name == name {
+			return n, true
+		}
+	}
+	return model.NodeStatus{}, false
 }
 
 // status turns the view and the plan into crm_mon-style lines: every

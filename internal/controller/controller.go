@@ -298,29 +298,7 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 	for _, p := range snap.Pending {
 		pending[p.Resource] = true
 	}
-	// Starts wait while a live node is still probing: it may run, unknown
-	// to the cluster, what would be started elsewhere (a node whose records
-	// a proof released, a resource started by hand). Stops need not wait.
-	//
-	// They also wait while a node is lost, unproven, before its current
-	// incarnation recorded its probes: its records say nothing of what it
-	// runs. An agent that died after a start but before recording it
-	// leaves the resource running; its next incarnation refuses the
-	// unanswered task (an answer that says "not run") before its probes
-	// are written; lost in between, it would leave the resource recorded
-	// nowhere while it runs (found by the simulator, seed 3203). Only a
-	// proof (fenced, watchdog, confirmed) ends the wait.
-	probing := ""
-	for _, n := range snap.Nodes {
-		if n.Witness {
-			continue
-		}
-		rec := v.NodeRecords[n.Name]
-		if n.State == model.NodePending || (n.State == model.NodeLost && rec.BootID != 0 && rec.Probed != rec.BootID) {
-			probing = n.Name
-			break
-		}
-	}
+	probing, _ := StartsHeld(v, snap)
 	var out []model.Task
 	now := c.cfg.Now()
 	for _, a := range plan.Actions {
@@ -364,4 +342,35 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 		})
 	}
 	return out
+}
+
+// StartsHeld names a node whose state holds every start back, and why;
+// "" when starts may go. Stops need not wait.
+//
+// Starts wait while a live node is still probing: it may run, unknown to
+// the cluster, what would be started elsewhere (a node whose records a
+// proof released, a resource started by hand).
+//
+// They also wait while a node is lost, unproven, before its current
+// incarnation recorded its probes: its records say nothing of what it runs.
+// An agent that died after a start but before recording it leaves the
+// resource running; its next incarnation refuses the unanswered task (an
+// answer that says "not run") before its probes are written; lost in
+// between, it would leave the resource recorded nowhere while it runs
+// (found by the simulator, seed 3203). Only a proof (fenced, watchdog,
+// confirmed) ends the wait.
+func StartsHeld(v View, snap *model.Snapshot) (node, why string) {
+	for _, n := range snap.Nodes {
+		if n.Witness {
+			continue
+		}
+		rec := v.NodeRecords[n.Name]
+		switch {
+		case n.State == model.NodePending:
+			return n.Name, "still probing"
+		case n.State == model.NodeLost && rec.BootID != 0 && rec.Probed != rec.BootID:
+			return n.Name, "lost before it recorded its probes"
+		}
+	}
+	return "", ""
 }

@@ -670,3 +670,25 @@ func TestStartsWaitForALostUnprobedNode(t *testing.T) {
 		Down: &model.DownProof{How: "confirmed", BootID: boot + 1}})
 	w.waitFor("r1 started once n2 is proven down", func() bool { return len(w.startedOn("r1")) == 1 })
 }
+
+func TestStartsHeld(t *testing.T) {
+	v := View{NodeRecords: map[string]model.NodeRecord{
+		"n1": {Name: "n1", BootID: 5, Probed: 5},
+		"n2": {Name: "n2", BootID: 6, Probed: 4},
+	}}
+	for i, tc := range []struct {
+		nodes []model.NodeStatus
+		want  string
+	}{
+		{[]model.NodeStatus{{Name: "n1", State: model.NodeOnline}, {Name: "n2", State: model.NodeOnline}}, ""},
+		{[]model.NodeStatus{{Name: "n1", State: model.NodePending}}, "n1"},
+		{[]model.NodeStatus{{Name: "n1", State: model.NodeLost}, {Name: "n2", State: model.NodeOnline}}, ""}, // probed: its records hold
+		{[]model.NodeStatus{{Name: "n1", State: model.NodeOnline}, {Name: "n2", State: model.NodeLost}}, "n2"},
+		{[]model.NodeStatus{{Name: "n2", State: model.NodeOffline}}, ""}, // proven down
+		{[]model.NodeStatus{{Name: "n2", State: model.NodePending, Witness: true}}, ""},
+	} {
+		if got, why := StartsHeld(v, &model.Snapshot{Nodes: tc.nodes}); got != tc.want {
+			t.Errorf("%d: held by %q (%s), want %q", i, got, why, tc.want)
+		}
+	}
+}
