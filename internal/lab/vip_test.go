@@ -167,9 +167,12 @@ func TestVIPFailover(t *testing.T) {
 	if err := lab.RunIn(c.Netns, "ip", "addr", "add", taken.String()+"/24", "dev", c.Iface); err != nil {
 		t.Fatal(err)
 	}
-	vigil(t, l, dc, "resource", "create", "taken", "vigil:ip", "address="+taken.String()+"/24", "interface=l0", "meta", "migration-threshold=1")
+	// Asked of the new holder: dc may be the node just restarted, not yet
+	// back in a quorate partition.
+	ask := to[0]
+	vigil(t, l, ask, "resource", "create", "taken", "vigil:ip", "address="+taken.String()+"/24", "interface=l0", "meta", "migration-threshold=1")
 	l.WaitFor("the start of taken refused", settle, func() (bool, string) {
-		st, err := l.Status(ctxFor(t, 5*time.Second), dc)
+		st, err := l.Status(ctxFor(t, 5*time.Second), ask)
 		if err != nil {
 			return false, err.Error()
 		}
