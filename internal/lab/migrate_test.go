@@ -15,9 +15,21 @@ import (
 
 // Live migration driven by the DC (issue 5, must show 2 and 3), with the
 // guest of vmLab (vm_test.go): where vm1 runs is read from the QEMU pid
-// files, that it was not restarted from its console (the same boot id, the
-// counter going on), and how the migration went from the source's
-// migration.json.
+// files and QEMU's run state, that it was not restarted from its console
+// (the same boot id, the counter going on), and how the migration went
+// from the source's migration.json. A never-twice watch runs throughout:
+// watchMigration gives vm1's QEMUs the ground truth's own QMP monitor, so
+// that a destination waiting for the guest (inmigrate) and a source that
+// handed it over (postmigrate) do not count as running it.
+
+// watchMigration adds the ground truth's QMP monitor to vm1 (before it is
+// enabled: the monitor is on QEMU's command line) and watches that vm1
+// never runs on two nodes.
+func watchMigration(t *testing.T, l *lab.Lab, dc string) *lab.Watch {
+	t.Helper()
+	vigil(t, l, dc, "resource", "update", "vm1", "extra_args="+lab.TruthQMPArgs)
+	return l.WatchNeverTwice(t, "vm1")
+}
 
 // counting waits until node's console shows vm1's guest of boot counting
 // past n, and returns the last counter.
@@ -37,11 +49,16 @@ func counting(t *testing.T, l *lab.Lab, node, boot string, n int) int {
 // shows the progress and the final figures.
 func TestVMLiveMigration(t *testing.T) {
 	l, dc := vmLab(t)
+	w := watchMigration(t, l, dc)
 	vigil(t, l, dc, "resource", "enable", "vm1")
 	src := waitStarted(t, l, dc, "vm1", vmBoot, nil)
 	boot := waitCounting(t, l, src, 2, "")
 	before, _ := lastCounter(consoleLog(t, l, src))
 	to := l.Others(src)[0]
+	if _, err := os.Stat(filepath.Join(l.RunDir(src), "vm", "vm1", lab.TruthQMPSocket)); err != nil {
+		t.Fatalf("the ground truth's QMP socket: %v", err)
+	}
+	samples := w.Samples()
 
 	start := time.Now()
 	out := vigil(t, l, dc, "resource", "move", "vm1", to, "--wait", "--timeout", "2m")
@@ -62,6 +79,11 @@ func TestVMLiveMigration(t *testing.T) {
 	}
 	t.Logf("FIGURE vm live migration: %s -> %s, QEMU total %v, downtime %v, %d bytes; move --wait took %v",
 		src, to, p.TotalTime, p.Downtime, p.TransferredBytes, time.Since(start).Round(time.Millisecond))
+	// The watch must have sampled through the move (both QEMUs live
+	// during it), or it proves nothing about the handover.
+	if n := w.Samples() - samples; n < 5 {
+		t.Errorf("the never-twice watch took %d samples during the move", n)
+	}
 }
 
 // Must show 3: a migration whose destination QEMU is killed mid-way (the
@@ -69,6 +91,7 @@ func TestVMLiveMigration(t *testing.T) {
 // running on the source: the same QEMU, the same boot, still counting.
 func TestVMLiveMigrationFailureKeepsTheSource(t *testing.T) {
 	l, dc := vmLab(t)
+	watchMigration(t, l, dc)
 	// One failure on the target bans it (no retry), so the VM stays.
 	vigil(t, l, dc, "resource", "update", "vm1", "migrate_bandwidth=2M", "meta", "migration-threshold=1")
 	vigil(t, l, dc, "resource", "enable", "vm1")
@@ -99,6 +122,13 @@ func TestVMLiveMigrationFailureKeepsTheSource(t *testing.T) {
 	fmt.Sscan(strings.TrimSpace(string(b)), &target)
 	if target <= 0 {
 		t.Fatalf("target's qemu.pid: %q", b)
+	}
+	// Both QEMUs live; the ground truth counts the one running the guest.
+	if err := syscall.Kill(target, 0); err != nil {
+		t.Fatalf("the target's QEMU (pid %d): %v", target, err)
+	}
+	if on := l.ActiveOn("vm1"); len(on) != 1 || on[0] != src {
+		t.Fatalf("mid-migration, vm1 counted active on %v, want the source %s alone", on, src)
 	}
 	if err := syscall.Kill(target, syscall.SIGKILL); err != nil {
 		t.Fatal(err)

@@ -27,6 +27,9 @@ import (
 //	                      active only while that very process lives
 //	vigil:vm              <run>/vm/<instance>/qemu.pid, active while that
 //	                      QEMU (its command line names the pid file) lives
+//	                      and is not known to be in a migration state
+//	                      (truth_qemu.go: read over a second QMP monitor,
+//	                      TruthQMPArgs)
 //
 // A node counts only while its agent process runs. A SIGKILLed node is a
 // powered-off machine whose disk remains: its state files stay behind but
@@ -73,9 +76,9 @@ func runDirOf(p *NodeProc) (string, error) {
 }
 
 // ActiveOnDisk reports whether host name's disk says instance id is active
-// there (a vigil:dummy or ocf Dummy state file, or a vigil:process pid file
-// whose process is alive), whether or not the node runs. Use Truth or
-// ActiveOn for "where does it run".
+// there (a vigil:dummy or ocf Dummy state file, a vigil:process pid file
+// whose process is alive, a vigil:vm QEMU running its guest), whether or
+// not the node runs. Use Truth or ActiveOn for "where does it run".
 func (l *Lab) ActiveOnDisk(name, id string) bool {
 	l.t.Helper()
 	ok, err := activeOnDisk(l.Node(name), id)
@@ -101,8 +104,11 @@ func activeOnDisk(p *NodeProc, id string) (bool, error) {
 			return false, err
 		}
 	}
-	if on, err := qemuAlive(filepath.Join(dir, "vm", id, "qemu.pid")); on || err != nil {
-		return on, err
+	if on, err := qemuActive(filepath.Join(dir, "vm", id, "qemu.pid")); on || err != nil {
+		if err != nil {
+			return false, fmt.Errorf("vm %s on %s: %w", id, p.Name, err)
+		}
+		return true, nil
 	}
 	b, err := os.ReadFile(filepath.Join(dir, "process", id+".pid"))
 	if errors.Is(err, fs.ErrNotExist) {
@@ -123,59 +129,11 @@ func activeOnDisk(p *NodeProc, id string) (bool, error) {
 	return processAlive(pid, start), nil
 }
 
-// qemuAlive reports whether the QEMU of a vigil:vm instance lives: its pid
-// file (written by QEMU once it runs) names a live process whose command
-// line is a QEMU's with that very pid file. A QEMU still waiting for an
-// incoming migration counts: it holds the disk image open.
-func qemuAlive(pidFile string) (bool, error) {
-	b, err := os.ReadFile(pidFile)
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return false, nil // being written
-	}
-	cmd, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cmdline")
-	if err != nil {
-		return false, nil
-	}
-	st, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false, nil
-	}
-	if i := strings.LastIndexByte(string(st), ')'); i >= 0 {
-		if f := strings.Fields(string(st)[i+1:]); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
-			return false, nil
-		}
-	}
-	return strings.Contains(string(cmd), "qemu") && strings.Contains(string(cmd), pidFile), nil
-}
-
 // processAlive reports whether pid is a live, non-zombie process that started
 // at start (field 22 of /proc/<pid>/stat), as vigil:process checks it.
 func processAlive(pid int, start uint64) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(s[i+1:]) // f[0] is field 3 (state)
-	if len(f) < 20 {
-		return false
-	}
-	if f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	st, err := strconv.ParseUint(f[19], 10, 64)
-	return err == nil && st == start
+	st, ok := liveStart(pid)
+	return ok && st == start
 }
 
 // ActiveOn returns the running nodes where instance id is active, sorted.
@@ -201,6 +159,16 @@ func (l *Lab) Truth(ids ...string) TruthSample {
 // sample reads the ground truth once. A node counts only if it runs both
 // before and after its files are read, so a node killed mid-read is left
 // out rather than counted with files that no longer mean anything.
+//
+// The nodes are read one after the other, not at one instant, so a fast
+// handover (a live migration: the source's guest stops and the
+// destination's starts within milliseconds) could be read as the source
+// still active and, a moment later, the destination already active. So
+// an instance found on several nodes is read again (confirm): it stays on
+// those nodes still active after the last node was read, and on that last
+// node. A node active at both its readings, with another's reading in
+// between, was active together with that other; a real double run lasts
+// far longer than the readings and is kept.
 func (l *Lab) sample(ids []string) (TruthSample, error) {
 	s := TruthSample{At: time.Now(), Active: map[string][]string{}}
 	var files []string
@@ -218,6 +186,9 @@ func (l *Lab) sample(ids []string) (TruthSample, error) {
 			s.Active[id] = on
 		}
 	}
+	// found maps a file id to the nodes where it was read active, in
+	// reading order.
+	found := map[string][]*NodeProc{}
 	for _, p := range l.hosts {
 		if p.Witness || !p.Running() {
 			continue
@@ -236,6 +207,17 @@ func (l *Lab) sample(ids []string) (TruthSample, error) {
 			continue
 		}
 		for _, id := range here {
+			found[id] = append(found[id], p)
+		}
+	}
+	for id, on := range found {
+		if len(on) > 1 {
+			var err error
+			if on, err = confirm(id, on); err != nil {
+				return s, err
+			}
+		}
+		for _, p := range on {
 			s.Active[id] = append(s.Active[id], p.Name)
 		}
 	}
@@ -243,6 +225,24 @@ func (l *Lab) sample(ids []string) (TruthSample, error) {
 		slices.Sort(nodes)
 	}
 	return s, nil
+}
+
+// confirm reads instance id again on the nodes on (in the order they were
+// read) but the last, and returns those where it is still active, with the
+// last; see sample.
+func confirm(id string, on []*NodeProc) ([]*NodeProc, error) {
+	last := on[len(on)-1]
+	var still []*NodeProc
+	for _, p := range on[:len(on)-1] {
+		ok, err := activeOnDisk(p, id)
+		if err != nil {
+			return nil, err
+		}
+		if ok && p.Running() {
+			still = append(still, p)
+		}
+	}
+	return append(still, last), nil
 }
 
 // String renders a sample as "a@n1 b@- c@n2+n3" for the given ids.
