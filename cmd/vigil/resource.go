@@ -170,6 +170,7 @@ func newResourceCmd(g *globals) *cobra.Command {
 		},
 		newResourceRequestCmd(g, "restart", "Restart a resource where it runs"),
 		newResourceRequestCmd(g, "cleanup", "Forget a resource's failures: probe it again and reset its fail count on every node"),
+		newResourceForceStartCmd(g),
 		newResourceGroupCmd(g),
 		newResourceCloneCmd(g),
 	)

@@ -43,6 +43,7 @@ func NewHandler(b Backend, checkToken func(string) bool, log *slog.Logger) http.
 	s.routeFencing(mux)
 	s.routeDatastores(mux)
 	s.routeMigration(mux)
+	s.routeForce(mux)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		if !ok || !checkToken(tok) {
