@@ -43,8 +43,12 @@ func newConfigApplyCmd(g *globals) *cobra.Command {
 		Use:   "apply FILE",
 		Short: "Replace the resource configuration with FILE (- for stdin); --dry-run shows the diff and the plan",
 		Long: `Replace the whole resource configuration (resources, groups, clones, constraints,
-node settings, properties) with FILE, as 'vigil config export' writes it. The document is
-read strictly and validated whole; a refused document changes nothing.
+node settings, properties, datastores) with FILE, as 'vigil config export' writes it. The
+document is read strictly and validated whole; a refused document changes nothing.
+
+A datastore new in FILE (or given a new path) must be a folder on the node that answers,
+which initializes it as 'vigil datastore create' does. A datastore cannot be removed while
+a VM in FILE still names it, nor moved while a VM on it is active.
 
 With --dry-run nothing changes: the changes are printed as store keys ("+ key" new,
 "- key" removed, "~ key" changed) with the plan the scheduler would make.`,

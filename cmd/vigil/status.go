@@ -97,7 +97,11 @@ func writeStatus(w io.Writer, st api.Status) {
 			}
 			links = append(links, fmt.Sprintf("%d:%s", l.Index, state))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, n.State, n.Role, n.Raft, orDash(n.Protection), strings.Join(links, "  "))
+		state := n.State
+		if n.Isolation != "" {
+			state += ", " + n.Isolation
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", name, state, n.Role, n.Raft, orDash(n.Protection), strings.Join(links, "  "))
 	}
 	tw.Flush()
 	writeResourceStatus(w, st)

@@ -65,6 +65,7 @@ type Agent struct {
 	ctrl   *controller.Controller
 	fencer *fencing.Runner
 	ds     datastoreState // this node's datastore checks (datastores.go)
+	hb     hbState        // datastore heartbeats (heartbeat.go)
 
 	stopHeartbeats context.CancelFunc
 
@@ -227,7 +228,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 		a.fencer = fencing.NewRunner(fencing.Options{Logger: a.log})
 		a.ctrl = controller.New(controller.Config{
 			Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log,
-			Fencer: a.fencer, SelfFenced: a.selfFenced,
+			Fencer: a.fencer, SelfFenced: a.selfFenced, Releases: a.releaseClaims,
 		})
 		if a.wd != nil {
 			pctx, stop := context.WithCancel(context.Background())
@@ -294,10 +295,11 @@ func (a *Agent) run(ctx context.Context) error {
 	work.Add(1)
 	go func() { defer work.Done(); a.leaseLoop(workCtx) }()
 	if a.exec != nil {
-		work.Add(3)
+		work.Add(4)
 		go func() { defer work.Done(); _ = a.exec.Run(workCtx) }()
 		go func() { defer work.Done(); _ = a.ctrl.Run(workCtx) }()
 		go func() { defer work.Done(); a.datastoreLoop(workCtx) }()
+		go func() { defer work.Done(); a.heartbeatLoop(workCtx) }()
 	}
 	tick := time.NewTicker(loopEvery)
 	defer tick.Stop()

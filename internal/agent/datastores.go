@@ -205,6 +205,7 @@ func (b backend) addDatastoreStatus(out *api.Status) {
 		return
 	}
 	out.Datastores = ds
+	b.a.addIsolationStatus(out)
 	for _, d := range ds {
 		for _, h := range d.Health {
 			if !h.OK {
@@ -295,19 +296,7 @@ func (b backend) DeleteDatastore(ctx context.Context, name string) (api.WriteRes
 func datastoreUsers(c model.Config, name string) []string {
 	var out []string
 	for _, r := range c.Resources {
-		if r.Agent != "vigil:vm" {
-			continue
-		}
-		used := false
-		for _, p := range []string{"disk", "kernel", "initrd"} {
-			for _, item := range strings.Split(r.Params[p], ",") {
-				item = strings.TrimSpace(item)
-				if ds, _, ok := strings.Cut(item, ":"); ok && !filepath.IsAbs(item) && ds == name {
-					used = true
-				}
-			}
-		}
-		if used {
+		if slices.Contains(r.Datastores(), name) {
 			out = append(out, r.ID)
 		}
 	}

@@ -112,6 +112,9 @@ func (a *Agent) prepare(ctx context.Context, m mutation) (prepared, error) {
 	if err := p.next.Validate(p.view.NodeNames()); err != nil {
 		return p, badRequest("refused: %v", err)
 	}
+	if err := checkDatastoreChanges(p.view.Config, p.next, p.view.Records); err != nil {
+		return p, err
+	}
 	if err := a.validateAgents(ctx, p.view.Config, p.next); err != nil {
 		return p, err
 	}
@@ -147,6 +150,9 @@ func (a *Agent) changeConfig(ctx context.Context, m mutation) (api.WriteResult, 
 // new or whose agent or parameters changed, with the agent's meta-data:
 // an unknown agent, a missing required or an unknown parameter is refused.
 func (a *Agent) validateAgents(ctx context.Context, old, next model.Config) error {
+	// A VM is checked against the datastores of the configuration it will
+	// run in, which may declare its datastore in the same change.
+	ctx = agents.WithDatastores(ctx, datastoreLookupIn(next.Datastores))
 	for _, r := range next.Resources {
 		if o, ok := old.Resource(r.ID); ok && o.Agent == r.Agent && mapsEqual(o.Params, r.Params) {
 			continue
@@ -1468,6 +1474,9 @@ func (b backend) ApplyConfig(ctx context.Context, req api.ApplyConfigRequest) (a
 		if err != nil {
 			return api.ApplyConfigResult{}, err
 		}
+		if err := a.readyDatastores(ctx, p.view.Config.Datastores, p.next.Datastores, false); err != nil {
+			return api.ApplyConfigResult{}, err
+		}
 		snap := p.view.Snapshot(a.alive, time.Now())
 		snap.Config = p.next
 		return api.ApplyConfigResult{
@@ -1483,6 +1492,11 @@ func (b backend) ApplyConfig(ctx context.Context, req api.ApplyConfigRequest) (a
 		out := api.ApplyConfigResult{Changes: diffLines(p.view.Config, p.ops), Epoch: p.epoch}
 		if len(p.ops) == 0 {
 			return out, nil
+		}
+		// New or moved datastores are initialized here before the
+		// configuration names them, as `vigil datastore create` does.
+		if err := a.readyDatastores(ctx, p.view.Config.Datastores, p.next.Datastores, true); err != nil {
+			return api.ApplyConfigResult{}, err
 		}
 		res, err := a.write(ctx, store.Txn{Ops: p.ops, IfEpoch: p.epoch})
 		if api.IsCode(err, api.CodeConflict) && attempt < configRetries {

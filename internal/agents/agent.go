@@ -75,6 +75,10 @@ type Request struct {
 	// when a start or migrate_from runs. vigil:vm takes a disk lease such
 	// a node still names at once instead of waiting out its lease time.
 	DownNodes []string
+	// SelfStop marks a stop this node runs on its own because it lost
+	// quorum (it is isolated or in a minority): agents with an isolation
+	// response (vigil:vm's isolation_response) apply it.
+	SelfStop bool
 }
 
 // Result is the outcome of one action.

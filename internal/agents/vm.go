@@ -237,6 +237,8 @@ var vmMeta = &Metadata{
 		{Name: "extra_args", Type: "string", ShortDesc: "Extra QEMU arguments, split at whitespace (escape hatch)"},
 		{Name: "accel", Type: "select", Default: "auto", Options: []string{"auto", "kvm", "tcg"}, ShortDesc: "Accelerator: auto is kvm when /dev/kvm is usable, else tcg"},
 		{Name: "stop_timeout", Type: "string", Default: "60s", ShortDesc: "How long stop waits for the guest to power down (ACPI) before quitting QEMU; 0 quits at once"},
+		{Name: "isolation_response", Type: "select", Default: IsolationShutdown, Options: []string{IsolationShutdown, IsolationPowerOff},
+			ShortDesc: "What the VM's node does with it when cut off from the cluster (no quorum): shutdown (ACPI, then quit after stop_timeout) or poweroff (quit at once). Either way the node then writes on the datastore that it released the VM, and the cluster restarts it elsewhere at once"},
 		{Name: "migrate_bandwidth", Type: "string", ShortDesc: "Live migration bandwidth limit in bytes per second (100M, 1G; QEMU's default 128M)"},
 		{Name: "migrate_downtime", Type: "string", ShortDesc: "Longest pause the live migration aims for at the switch (300ms is QEMU's default)"},
 	},
@@ -257,9 +259,11 @@ func (a *vmAgent) meta() *Metadata { return vmMeta }
 func (a *vmAgent) Metadata(context.Context) (*Metadata, error) { return vmMeta, nil }
 
 // ValidateParams checks what the meta-data cannot: sizes, disks, NICs and
-// that every datastore named is known (agents.ParamValidator).
-func (a *vmAgent) ValidateParams(_ context.Context, params map[string]string) error {
-	_, err := parseVMParams("vm", params, a.datastores)
+// that every datastore named is known (agents.ParamValidator): known to the
+// configuration being validated when ctx carries it (WithDatastores), else
+// to this node's.
+func (a *vmAgent) ValidateParams(ctx context.Context, params map[string]string) error {
+	_, err := parseVMParams("vm", params, datastoresFor(ctx, a.datastores))
 	return err
 }
 
@@ -867,7 +871,7 @@ func (a *vmAgent) stop(ctx context.Context, req Request) Result {
 	// A stop must not fail on a bad parameter: defaults then, no lease.
 	cfg, perr := parseVMParams(res, req.Params, a.datastores)
 	if perr != nil {
-		cfg = vmConfig{stopTimeout: vmDefaultStopTimeout}
+		cfg = vmConfig{stopTimeout: vmDefaultStopTimeout, isolation: IsolationShutdown}
 	}
 	r, err := a.lookup(ctx, res, dir)
 	if err != nil {
@@ -879,7 +883,9 @@ func (a *vmAgent) stop(ctx context.Context, req Request) Result {
 	}
 	st, _ := r.vm.Status(ctx)
 	acpi := time.Duration(0)
-	if st == qemu.StateRunning {
+	if req.SelfStop && cfg.isolation == IsolationPowerOff {
+		r.log.Warn("vigil:vm: isolation response: powering the VM off (no quorum)")
+	} else if st == qemu.StateRunning {
 		acpi = cfg.stopTimeout
 		if dl, ok := ctx.Deadline(); ok {
 			left := time.Until(dl)

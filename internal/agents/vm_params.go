@@ -33,7 +33,23 @@ type vmConfig struct {
 	leaseDS, leaseRoot string
 	stopTimeout        time.Duration
 	migrate            qemu.MigrationParams
+	// isolation is what a stop does when the node runs it on its own
+	// after losing quorum (Request.SelfStop): IsolationShutdown or
+	// IsolationPowerOff.
+	isolation string
 }
+
+// The isolation responses of vigil:vm (its isolation_response parameter):
+// what happens to the VM when its node is cut off from the cluster.
+const (
+	// IsolationShutdown: the guest is asked to power down (ACPI), and
+	// QEMU quits after stop_timeout (vSphere HA's "shut down and restart
+	// VMs"). The cluster restarts it elsewhere once it is down.
+	IsolationShutdown = "shutdown"
+	// IsolationPowerOff: QEMU quits at once, like pulling the plug; the
+	// fastest recovery elsewhere, at the guest's expense.
+	IsolationPowerOff = "poweroff"
+)
 
 // paramError is a parameter problem with the code it deserves:
 // CodeErrConfigured when no node could run the resource with these
@@ -154,6 +170,14 @@ func parseVMParams(name string, params map[string]string, ds DatastoreLookup) (v
 		} else {
 			c.stopTimeout = d
 		}
+	}
+	switch v := strings.TrimSpace(params["isolation_response"]); v {
+	case "", IsolationShutdown:
+		c.isolation = IsolationShutdown
+	case IsolationPowerOff:
+		c.isolation = v
+	default:
+		bad(configErr("isolation_response: %q: want %s or %s", v, IsolationShutdown, IsolationPowerOff))
 	}
 	if v := strings.TrimSpace(params["migrate_bandwidth"]); v != "" {
 		b, err := parseBytes(v, 1<<20)

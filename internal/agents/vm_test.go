@@ -783,3 +783,58 @@ func TestVMTakesLeaseFromNodeProvenDown(t *testing.T) {
 		t.Fatalf("lease holder %+v, want n2", h)
 	}
 }
+
+// The isolation response: a stop the node runs on its own after losing
+// quorum (Request.SelfStop) with isolation_response=poweroff quits QEMU
+// without asking the guest (no ACPI event reaches it), and lets the disk
+// lease go like any stop; an ordinary stop of the same VM still asks.
+func TestVMIsolationResponsePowerOff(t *testing.T) {
+	p := guestParams(t)
+	p["stop_timeout"] = "30s"
+	p["isolation_response"] = IsolationPowerOff
+	root := newTestDatastore(t, "vm1.qcow2")
+	n := newVMNode(t, "n1", t.TempDir(), root)
+	n.cleanupVM(t, "vm1", p)
+	dir := filepath.Join(n.stateDir, "vm", "vm1")
+	logPath := filepath.Join(dir, "console.log")
+
+	run(t, n.a, n.req("vm1", ActionStart, p, nil), CodeOK)
+	waitConsoleLog(t, logPath, "vigil-guest counter 2 ", 60*time.Second)
+	req := n.req("vm1", ActionStop, p, nil)
+	req.SelfStop = true
+	run(t, n.a, req, CodeOK)
+	if b, _ := os.ReadFile(logPath); strings.Contains(string(b), "reason=acpi-power-button") {
+		t.Fatalf("the isolation response powered off through the guest:\n%s", b)
+	}
+	if rec := readLease(t, root, "vm1"); !rec.Released {
+		t.Errorf("lease %+v after the isolation response, want released", rec)
+	}
+	if res := run(t, n.a, n.req("vm1", ActionMonitor, p, nil), CodeNotRunning); res.StoppedByGuest {
+		t.Error("the isolation response was taken for the guest's own wish")
+	}
+
+	// The same VM stopped by the cluster (not isolated) is shut down.
+	if err := os.Remove(logPath); err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	run(t, n.a, n.req("vm1", ActionStart, p, nil), CodeOK)
+	waitConsoleLog(t, logPath, "vigil-guest counter 2 ", 60*time.Second)
+	run(t, n.a, n.req("vm1", ActionStop, p, nil), CodeOK)
+	waitConsoleLog(t, logPath, "reason=acpi-power-button", time.Second)
+}
+
+func TestVMIsolationResponseParam(t *testing.T) {
+	for i, tc := range []struct {
+		v    string
+		ok   bool
+		want string
+	}{{"", true, IsolationShutdown}, {"shutdown", true, IsolationShutdown}, {"poweroff", true, IsolationPowerOff}, {"reboot", false, ""}} {
+		c, err := parseVMParams("vm1", map[string]string{"isolation_response": tc.v}, nil)
+		if tc.ok != (err == nil) || (tc.ok && c.isolation != tc.want) {
+			t.Errorf("%d %q: isolation %q, err %v", i, tc.v, c.isolation, err)
+		}
+		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "isolation_response")) {
+			t.Errorf("%d %q: error %v does not name the parameter", i, tc.v, err)
+		}
+	}
+}

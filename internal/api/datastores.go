@@ -112,3 +112,22 @@ func (c *Client) DeleteDatastore(ctx context.Context, name string) (WriteResult,
 func (c *Client) CreateImage(ctx context.Context, datastore string, req CreateImageRequest) (CreateImageResult, error) {
 	return call[CreateImageResult](ctx, c, http.MethodPost, datastorePath(datastore, "images"), req)
 }
+
+// DatastoreHeartbeat is one node's heartbeat on one datastore as the
+// answering node (the DC) last read it, or this node's own failing write.
+type DatastoreHeartbeat struct {
+	Datastore string `json:"datastore"`
+	Node      string `json:"node"`
+	// State is what the node says: alive, or isolated (it lost quorum and
+	// stops its resources).
+	State string `json:"state,omitempty"`
+	// Released lists what the isolated node stopped and let go.
+	Released []string `json:"released,omitempty"`
+	// Beating: the node's counter moved recently on the reader's clock.
+	Beating bool `json:"beating"`
+	// Silence is how long ago the counter last moved.
+	Silence string `json:"silence,omitempty"`
+	// WriteError is set on the answering node's own slot when its
+	// heartbeat cannot be written.
+	WriteError string `json:"write_error,omitempty"`
+}

@@ -49,6 +49,10 @@ type Status struct {
 	// Datastores are the configured datastores with every node's latest
 	// check.
 	Datastores []Datastore `json:"datastores,omitempty"`
+	// Heartbeats are the datastore heartbeats as the answering node, when
+	// it is the DC, last read them, and the answering node's own failing
+	// heartbeat writes.
+	Heartbeats []DatastoreHeartbeat `json:"heartbeats,omitempty"`
 }
 
 // QuorumStatus is the answering node's quorum view.
@@ -94,6 +98,10 @@ type NodeStatus struct {
 	Protection string `json:"protection,omitempty"`
 	// Fencing lists the node's fence levels in order ("ipmi1 (level 1)").
 	Fencing []string `json:"fencing,omitempty"`
+	// Isolation is set while the node, not a member, is known isolated
+	// from the cluster but alive on a datastore: "isolated (beating on
+	// ds1): released vm1".
+	Isolation string `json:"isolation,omitempty"`
 }
 
 // LinkStatus is the answering node's view of one link to a peer.

@@ -123,6 +123,7 @@ func LoadConfig(s *store.State) (model.Config, error) {
 		func() error { return rangeDecode(s, PrefixColocations, &c.Colocations) },
 		func() error { return rangeDecode(s, PrefixOrders, &c.Orders) },
 		func() error { return rangeDecode(s, PrefixNodeConfig, &c.Nodes) },
+		func() error { return rangeDecode(s, PrefixDatastores, &c.Datastores) },
 	} {
 		if err := step(); err != nil {
 			return model.Config{}, err
@@ -164,6 +165,9 @@ func configEntries(c model.Config) map[string][]byte {
 	}
 	for k, v := range c.Properties {
 		m[PropertyKey(k)] = []byte(v)
+	}
+	for _, d := range c.Datastores {
+		m[DatastoreKey(d.Name)] = Encode(d)
 	}
 	return m
 }
@@ -255,7 +259,7 @@ func NodeRecords(s *store.State) (map[string]model.NodeRecord, error) {
 		if err = decode(k, it.Value, &r); err != nil {
 			return false
 		}
-		r.Version = it.Version
+		r.Version, r.Index = it.Version, it.Index
 		out[r.Name] = r
 		return true
 	})
@@ -267,7 +271,7 @@ func NodeRecord(s *store.State, name string) model.NodeRecord {
 	r := model.NodeRecord{V: FormatVersion, Name: name}
 	if it, ok := s.Get(NodeKey(name)); ok {
 		_ = decode(NodeKey(name), it.Value, &r)
-		r.Version = it.Version
+		r.Version, r.Index = it.Version, it.Index
 	}
 	return r
 }

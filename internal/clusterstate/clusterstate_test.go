@@ -28,6 +28,7 @@ func TestConfigRoundTrip(t *testing.T) {
 		Colocations: []model.Colocation{{ID: "c1", Resource: "web", With: "db", Score: model.Infinity}},
 		Nodes:       []model.NodeConfig{{Name: "n1", Standby: true}},
 		Properties:  map[string]string{"maintenance-mode": "false"},
+		Datastores:  []model.Datastore{{Name: "ds1", Path: "/srv/ds1"}, {Name: "ds2", Path: "/srv/ds2"}},
 	}
 	s := store.NewState()
 	apply(t, s, ConfigOps(model.Config{}, c))
@@ -47,6 +48,17 @@ func TestConfigRoundTrip(t *testing.T) {
 	ops := ConfigOps(got, c2)
 	if len(ops) != 1 || !ops[0].Delete || ops[0].Key != ResourceKey("web") {
 		t.Fatalf("delete diff: %+v", ops)
+	}
+	// Datastores are a section like the others, under their own keys
+	// (those CreateDatastore writes and LoadDatastores reads).
+	if ds, err := LoadDatastores(s); err != nil || len(ds) != 2 || ds[1] != c.Datastores[1] {
+		t.Fatalf("LoadDatastores: %+v %v", ds, err)
+	}
+	c3 := got
+	c3.Datastores = []model.Datastore{{Name: "ds1", Path: "/srv/ds1-new"}}
+	ops = ConfigOps(got, c3)
+	if len(ops) != 2 || ops[0].Key != DatastoreKey("ds1") || ops[0].Delete || ops[1].Key != DatastoreKey("ds2") || !ops[1].Delete {
+		t.Fatalf("datastore diff: %+v", ops)
 	}
 }
 

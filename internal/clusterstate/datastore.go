@@ -12,7 +12,27 @@ import (
 const (
 	PrefixDatastores      = "config/datastores/"
 	PrefixDatastoreHealth = "status/datastores/"
+	// PrefixIsolation holds the DC's IsolationRecord of each node that
+	// released resources on its datastore heartbeat.
+	PrefixIsolation = "status/isolation/"
 )
+
+// IsolationKey is the key of node's isolation record.
+func IsolationKey(node string) string { return PrefixIsolation + node }
+
+// Isolations returns the isolation records by node; records that cannot
+// be decoded are skipped.
+func Isolations(s *store.State) map[string]model.IsolationRecord {
+	out := map[string]model.IsolationRecord{}
+	s.Range(PrefixIsolation, func(k string, it store.Item) bool {
+		var r model.IsolationRecord
+		if decode(k, it.Value, &r) == nil {
+			out[strings.TrimPrefix(k, PrefixIsolation)] = r
+		}
+		return true
+	})
+	return out
+}
 
 // DatastoreKey is the configuration key of datastore name.
 func DatastoreKey(name string) string { return PrefixDatastores + name }

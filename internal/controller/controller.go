@@ -60,6 +60,9 @@ type Config struct {
 	// by a majority's account, long enough for its lease to have ended and
 	// its watchdog to have fired (nil: never).
 	SelfFenced func(node string) bool
+	// Releases returns the isolation claims read from the datastore
+	// heartbeats (isolation.go; nil: none).
+	Releases func() []ReleaseClaim
 }
 
 // Controller is the DC's loop.
@@ -217,6 +220,9 @@ func (c *Controller) round(ctx context.Context, term uint64) error {
 		c.term = 0
 		c.mu.Unlock()
 		return fmt.Errorf("DC record says %s in term %d, not us in %d", v.DC.Name, v.DC.Term, term)
+	}
+	if c.releaseRound(ctx, v) {
+		return nil // the next round plans on the released state
 	}
 	alive := func(n string) bool { return n == c.cfg.Self || c.cfg.Alive(n) }
 	snap := v.Snapshot(alive, c.cfg.Now())

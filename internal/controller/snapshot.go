@@ -2,6 +2,7 @@ package controller
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +37,9 @@ type View struct {
 	HistoryPrune []store.Op
 	// Migrations are the live migrations in progress (migrate.go).
 	Migrations []Migration
+	// DatastoreHealth is each node's latest datastore checks, by node
+	// (nodes that have not reported yet have none).
+	DatastoreHealth map[string]model.DatastoreHealth
 }
 
 // ReadView reads a consistent View from the applied state.
@@ -80,6 +84,7 @@ func ReadView(s *store.State) (View, error) {
 	if v.Migrations, err = readMigrations(s); err != nil {
 		return v, err
 	}
+	v.DatastoreHealth = clusterstate.DatastoreHealths(s)
 	return v, nil
 }
 
@@ -185,6 +190,15 @@ func (v View) Snapshot(alive func(string) bool, now time.Time) *model.Snapshot {
 	// pending): the scheduler sees it in motion, and plans nothing for it.
 	for _, m := range v.Migrations {
 		s.Pending = append(s.Pending, model.Pending{Resource: m.Resource, Node: m.Source, Action: pendingMigrate})
+	}
+	// Each node's datastore checks, so that a VM is not started where its
+	// datastore is not usable (the node's agent would refuse it anyway,
+	// after a failed start and a fail count). The store key names the
+	// node: it is trusted over the record's own field.
+	for _, node := range slices.Sorted(maps.Keys(v.DatastoreHealth)) {
+		h := v.DatastoreHealth[node]
+		h.Node = node
+		s.DatastoreHealth = append(s.DatastoreHealth, h)
 	}
 	return s
 }

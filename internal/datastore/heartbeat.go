@@ -42,6 +42,12 @@ type HeartbeatRecord struct {
 	// listed only once it is really stopped, and removed again before the
 	// node ever starts it again.
 	Released []string `json:"released,omitempty"`
+	// NodeIndex ties Released to one version of the node's record in the
+	// cluster's store (its store index, as the node saw it when it lost
+	// quorum): the claim holds while the record is still that one. A node
+	// writes its record anew before it runs anything again, which voids
+	// the claim, however late this heartbeat is read. Zero with no claim.
+	NodeIndex uint64 `json:"node_index,omitempty"`
 	// Written is the writer's wall clock, for display only: the writer's
 	// clock is never compared with the reader's.
 	Written time.Time `json:"written"`

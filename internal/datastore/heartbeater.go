@@ -49,6 +49,7 @@ type Heartbeater struct {
 	mu       sync.Mutex
 	state    State
 	released []string
+	index    uint64
 	counter  uint64
 	inflight bool
 	status   HeartbeatStatus
@@ -78,16 +79,23 @@ func NewHeartbeater(cfg HeartbeaterConfig) (*Heartbeater, error) {
 	return &Heartbeater{cfg: cfg, state: StateAlive}, nil
 }
 
-// SetState sets what the next writes say. To let the DC recover a resource
-// early, list it in released only once it is stopped and its disk lease
-// released; before starting a listed resource again, drop it and Beat
-// first, so that no record still claims it released while it runs.
-func (h *Heartbeater) SetState(state State, released []string) {
+// SetState sets what the next writes say, and reports whether that
+// changed. To let the DC recover a resource early, list it in released
+// only once it is stopped and its disk lease released, with nodeIndex the
+// version of the node's record the claim is tied to (HeartbeatRecord.
+// NodeIndex): the node must write that record anew before it starts a
+// listed resource again.
+func (h *Heartbeater) SetState(state State, released []string, nodeIndex uint64) bool {
+	released = slices.Clone(released)
+	slices.Sort(released)
+	if len(released) == 0 {
+		released, nodeIndex = nil, 0
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.state = state
-	h.released = slices.Clone(released)
-	slices.Sort(h.released)
+	changed := h.state != state || h.index != nodeIndex || !slices.Equal(h.released, released)
+	h.state, h.released, h.index = state, released, nodeIndex
+	return changed
 }
 
 // Status reports the latest write.
@@ -113,6 +121,7 @@ func (h *Heartbeater) Beat(ctx context.Context) error {
 		Counter:     h.counter,
 		State:       h.state,
 		Released:    h.released,
+		NodeIndex:   h.index,
 		Written:     time.Now(),
 	}
 	h.status.Counter = h.counter

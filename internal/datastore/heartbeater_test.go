@@ -60,7 +60,12 @@ func TestHeartbeaterReaderJudge(t *testing.T) {
 	}
 
 	// n2 loses quorum, stops vm1 and says so.
-	hbs[1].SetState(StateIsolated, []string{"vm1"})
+	if !hbs[1].SetState(StateIsolated, []string{"vm1"}, 42) {
+		t.Error("SetState reported no change")
+	}
+	if hbs[1].SetState(StateIsolated, []string{"vm1"}, 42) {
+		t.Error("SetState reported a change for the same state")
+	}
 	for deadline := time.Now().Add(2 * time.Second); !j.Isolated("n2"); {
 		if time.Now().After(deadline) {
 			rec, _ := j.Latest("n2")
@@ -71,6 +76,9 @@ func TestHeartbeaterReaderJudge(t *testing.T) {
 	}
 	if !j.Released("n2", "vm1") || j.Released("n2", "vm2") || j.Isolated("n1") {
 		t.Errorf("judge: n1 isolated %v, n2 released vm1 %v", j.Isolated("n1"), j.Released("n2", "vm1"))
+	}
+	if rec, _ := j.Latest("n2"); rec.NodeIndex != 42 {
+		t.Errorf("n2's claim is tied to node index %d, want 42", rec.NodeIndex)
 	}
 	if st := hbs[0].Status(); st.Err != nil || st.Counter < 3 || st.LastOK.IsZero() {
 		t.Errorf("status %+v", st)

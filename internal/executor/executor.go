@@ -174,6 +174,11 @@ type Executor struct {
 	local        map[string]bool
 	lastConfig   map[string]model.Resource // of the last task per instance
 	stoppedHere  map[string]time.Time      // what self-stops stopped
+	// released: the instances the current self-stop has stopped, and
+	// releaseIndex the store index of this node's record as this node saw
+	// it when the self-stop began (see Released).
+	released     map[string]bool
+	releaseIndex uint64
 
 	// Configuration cache, refreshed when the epoch moves.
 	cfgEpoch uint64
@@ -249,6 +254,7 @@ func New(cfg Config) *Executor {
 		local:       map[string]bool{},
 		lastConfig:  map[string]model.Resource{},
 		stoppedHere: map[string]time.Time{},
+		released:    map[string]bool{},
 	}
 	// Agents that hear of changes between monitors (vigil:vm's QEMU
 	// events) bring the instance's monitor forward.
@@ -319,6 +325,13 @@ func (e *Executor) join(ctx context.Context) error {
 		e.joinCancel = nil
 		e.mu.Unlock()
 	}()
+	// From here on this incarnation may run things again: it claims no
+	// release any more. (Claims already written name the node record as
+	// it was; the register below writes a new one, which voids them.)
+	e.mu.Lock()
+	clear(e.released)
+	e.releaseIndex = 0
+	e.mu.Unlock()
 	reason := RefusedRestarted
 	if again {
 		reason = RefusedSelfStopped
@@ -643,6 +656,12 @@ func (e *Executor) refreshConfigLocked(s *store.State) error {
 // exec runs one action of an instance through its agent. t is the task,
 // for the migration fields, or nil.
 func (e *Executor) exec(ctx context.Context, r model.Resource, inst, action string, interval, timeout time.Duration, t *model.Task) agents.Result {
+	return e.execAs(ctx, r, inst, action, interval, timeout, t, false)
+}
+
+// execAs is exec; selfStop marks a stop this node runs on its own after
+// losing quorum (agents.Request.SelfStop).
+func (e *Executor) execAs(ctx context.Context, r model.Resource, inst, action string, interval, timeout time.Duration, t *model.Task, selfStop bool) agents.Result {
 	a, err := e.cfg.Agents.Get(r.Agent)
 	if err != nil {
 		code := agents.CodeNotFound
@@ -666,5 +685,6 @@ func (e *Executor) exec(ctx context.Context, r model.Resource, inst, action stri
 	if action == agents.ActionStart || action == agents.ActionMigrateFrom {
 		req.DownNodes = e.downNodes()
 	}
+	req.SelfStop = selfStop
 	return a.Exec(ctx, req)
 }

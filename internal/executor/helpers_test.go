@@ -226,6 +226,8 @@ type tracker struct {
 	overlaps []string
 	actions  map[string][]string // instance → actions in start order
 	all      []string            // "instance action", all instances, in start order
+	// selfStops counts the stops marked Request.SelfStop.
+	selfStops atomic.Int64
 }
 
 func newTracker(a Agents) *tracker {
@@ -272,6 +274,9 @@ func (a trackedAgent) Exec(ctx context.Context, req agents.Request) agents.Resul
 	}
 	tr.actions[req.Resource] = append(tr.actions[req.Resource], act)
 	tr.all = append(tr.all, req.Resource+" "+act)
+	if req.Action == agents.ActionStop && req.SelfStop {
+		tr.selfStops.Add(1)
+	}
 	tr.mu.Unlock()
 	defer func() {
 		tr.mu.Lock()

@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/vigil-ha/vigil/internal/agents"
+	"github.com/vigil-ha/vigil/internal/clusterstate"
 	"github.com/vigil-ha/vigil/internal/model"
 	"github.com/vigil-ha/vigil/internal/store"
 )
@@ -96,6 +97,31 @@ func (e *Executor) StoppedHere() map[string]time.Time {
 	return maps.Clone(e.stoppedHere)
 }
 
+// Released is this node's release claim while it is self-stopped: the
+// instances its self-stop has stopped (each really stopped, any disk lease
+// let go), and the store index of this node's record as it saw it when
+// the self-stop began. The claim is what the node writes to its datastore
+// heartbeat for the DC, which may then recover those instances at once
+// instead of waiting for a fence or the watchdog. It stays true for as
+// long as the node record keeps that index: a self-stopped executor runs
+// nothing, and it rejoins only by registering, which writes the record
+// anew before any task (and refuses every unanswered one). Empty while
+// not self-stopped, or when the record was not known (index 0).
+func (e *Executor) Released() (insts []string, nodeIndex uint64) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.selfStopped || e.releaseIndex == 0 {
+		return nil, 0
+	}
+	for inst := range e.released {
+		if !e.local[inst] {
+			insts = append(insts, inst)
+		}
+	}
+	slices.Sort(insts)
+	return insts, e.releaseIndex
+}
+
 func (e *Executor) localActive() (int, []string) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -146,6 +172,18 @@ func (e *Executor) beginSelfStopLocked(why string) <-chan struct{} {
 		e.log.Error("executor: SELF-STOP: stopping every resource on this node without the cluster; it will rejoin and probe before running anything again", "why", why)
 	} else {
 		e.log.Warn("executor: self-stop requested again", "why", why)
+	}
+	if !e.selfStopped {
+		// A new isolation episode: what it stops is claimed released
+		// against this node's record as seen now. A later write to the
+		// record (the rejoin's register, a proof) voids the claim.
+		clear(e.released)
+		e.releaseIndex = 0
+		e.cfg.Store.Read(func(s *store.State) {
+			if it, ok := s.Get(clusterstate.NodeKey(e.cfg.Node)); ok {
+				e.releaseIndex = it.Index
+			}
+		})
 	}
 	e.selfStopped = true
 	e.rejoinWanted = false
@@ -270,7 +308,7 @@ func (e *Executor) runSelfStop(ctx context.Context, inst string) bool {
 		return false
 	}
 	op, _ := res.Op(model.OpStop)
-	out := e.exec(ctx, res, inst, agents.ActionStop, 0, op.Timeout.D(), nil)
+	out := e.execAs(ctx, res, inst, agents.ActionStop, 0, op.Timeout.D(), nil, true)
 	if out.Code != agents.CodeOK {
 		log.Error("executor: self-stop: stop failed: it may still run", "rc", out.Code, "output", output(out))
 		return false
@@ -278,6 +316,9 @@ func (e *Executor) runSelfStop(ctx context.Context, inst string) bool {
 	e.mu.Lock()
 	delete(e.local, inst)
 	e.stoppedHere[inst] = e.cfg.Now()
+	if e.selfStopped {
+		e.released[inst] = true
+	}
 	e.mu.Unlock()
 	log.Warn("executor: self-stop: stopped", "duration", out.Duration)
 	return true

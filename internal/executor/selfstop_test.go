@@ -71,6 +71,10 @@ func TestSelfStopWithoutQuorumThenRejoin(t *testing.T) {
 		t.Fatalf("LocalActive %d, want 3", n)
 	}
 
+	if insts, _ := ex.ex.Released(); insts != nil {
+		t.Fatalf("a running executor claims released %v", insts)
+	}
+	recBefore := h.nodeRecord()
 	fl.down.Store(true)
 	before := fl.refusals.Load()
 	seqStart := len(tr.sequence())
@@ -92,6 +96,15 @@ func TestSelfStopWithoutQuorumThenRejoin(t *testing.T) {
 	}
 	if got := ex.ex.StoppedHere(); len(got) != 3 {
 		t.Fatalf("stopped here: %v", got)
+	}
+	// The release claim: what the self-stop stopped, tied to the node
+	// record as it was when the node lost quorum; every stop ran as a
+	// self-stop (the agents' isolation response).
+	if insts, idx := ex.ex.Released(); !slices.Equal(insts, []string{"r1", "r2", "r3"}) || idx == 0 || idx != recBefore.Index {
+		t.Fatalf("released %v at node index %d, want [r1 r2 r3] at %d", insts, idx, recBefore.Index)
+	}
+	if n := tr.selfStops.Load(); n != 3 {
+		t.Fatalf("%d stops marked SelfStop, want 3", n)
 	}
 	if fl.refusals.Load() != before {
 		t.Fatalf("the self-stop tried to write (%d proposals)", fl.refusals.Load()-before)
@@ -150,6 +163,12 @@ func TestSelfStopWithoutQuorumThenRejoin(t *testing.T) {
 	}
 	if ex.ex.SelfStopped() {
 		t.Fatal("still self-stopped after the rejoin")
+	}
+	if insts, idx := ex.ex.Released(); insts != nil || idx != 0 {
+		t.Fatalf("a rejoined executor still claims %v at %d", insts, idx)
+	}
+	if nr := h.nodeRecord(); nr.Index == recBefore.Index {
+		t.Fatal("the rejoin did not write the node record anew: an old claim would still hold")
 	}
 	// Back to work.
 	h.task("t0101", model.ActStart, r1, 1)

@@ -34,8 +34,16 @@ var counterLine = regexp.MustCompile(`vigil-guest counter (\d+) boot=(\S+)`)
 
 // vmLab builds the lab and creates vm1 (128 MiB, a 64 MiB qcow2 disk on
 // ds1 carrying its disk lease, the test guest by direct kernel boot),
-// disabled. It skips without QEMU or when the guest image cannot be built.
+// disabled, with the lab fence device protecting every node. It skips
+// without QEMU or when the guest image cannot be built.
 func vmLab(t *testing.T) (*lab.Lab, string) {
+	t.Helper()
+	return vmLabWith(t, lab.Options{Nodes: 3, Netns: true}, true)
+}
+
+// vmLabWith is vmLab on a lab of o, with the lab fence device or none, and
+// extra arguments for vigil vm create.
+func vmLabWith(t *testing.T, o lab.Options, device bool, vmArgs ...string) (*lab.Lab, string) {
 	t.Helper()
 	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
 		t.Skip("qemu-system-x86_64 is not installed (scripts/deps.sh installs it)")
@@ -49,15 +57,18 @@ func vmLab(t *testing.T) (*lab.Lab, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, dc := fenceLab(t, lab.Options{Nodes: 3, Netns: true})
-	createLabDevice(t, l, dc, "lab")
+	l, dc := fenceLab(t, o)
+	if device {
+		createLabDevice(t, l, dc, "lab")
+	}
 	ds := filepath.Join(l.Dir(), "ds1")
 	if err := os.MkdirAll(ds, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	vigil(t, l, dc, "datastore", "create", "ds1", ds)
-	vigil(t, l, dc, "vm", "create", "vm1", "--disk", "ds1:vm1.qcow2", "--size", "64M", "--memory", "128M",
-		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", g.Cmdline, "--stop-timeout", "10s", "--disabled")
+	args := []string{"vm", "create", "vm1", "--disk", "ds1:vm1.qcow2", "--size", "64M", "--memory", "128M",
+		"--kernel", g.Kernel, "--initrd", g.Initrd, "--append", g.Cmdline, "--stop-timeout", "10s", "--disabled"}
+	vigil(t, l, dc, append(args, vmArgs...)...)
 	return l, dc
 }
 

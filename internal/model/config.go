@@ -236,6 +236,22 @@ func (c *Config) Validate(nodes []string) error {
 			return err
 		}
 	}
+	dsNames, dsPaths := map[string]bool{}, map[string]string{}
+	for _, d := range c.Datastores {
+		if err := d.Validate(); err != nil {
+			return err
+		}
+		if dsNames[d.Name] {
+			return fmt.Errorf("datastore %s: given twice", d.Name)
+		}
+		dsNames[d.Name] = true
+		// Two names for one folder would give two disk leases for one
+		// disk: the lease would guard nothing.
+		if other, ok := dsPaths[d.Path]; ok {
+			return fmt.Errorf("datastore %s: path %s is datastore %s already", d.Name, d.Path, other)
+		}
+		dsPaths[d.Path] = d.Name
+	}
 	return nil
 }
 

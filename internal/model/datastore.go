@@ -3,9 +3,45 @@ package model
 import (
 	"fmt"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
+
+// AgentVM is the agent of QEMU virtual machines, the resources whose files
+// live on datastores.
+const AgentVM = "vigil:vm"
+
+// vmFileParams are vigil:vm's parameters that name files: each a
+// comma-separated list of DATASTORE:path or absolute paths (a disk may end
+// in ":qcow2" or ":raw", which does not change its datastore).
+var vmFileParams = []string{"disk", "kernel", "initrd"}
+
+// Datastores returns the datastores a vigil:vm resource's files live on,
+// sorted and without repeats: the VM cannot start on a node that cannot
+// use one of them (its disks, and its kernel and initrd, must be read
+// there). Other resources, and files given as absolute paths, name none.
+// The syntax is checked by the agent, not here: a malformed item names no
+// datastore.
+func (r Resource) Datastores() []string {
+	if r.Agent != AgentVM {
+		return nil
+	}
+	var out []string
+	for _, p := range vmFileParams {
+		for _, item := range strings.Split(r.Params[p], ",") {
+			item = strings.TrimSpace(item)
+			if item == "" || filepath.IsAbs(item) {
+				continue
+			}
+			if name, _, ok := strings.Cut(item, ":"); ok && name != "" {
+				out = append(out, name)
+			}
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
 
 // Datastore is a shared folder that every node mounts at the same path
 // (NFS, a cluster filesystem, or in labs a plain folder all nodes see),
@@ -58,4 +94,21 @@ type DatastoreCheck struct {
 	Error string `json:"error,omitempty"`
 	// At is the checker's wall clock, for display.
 	At time.Time `json:"at"`
+}
+
+// IsolationRecord is the DC's account of a node that said on a datastore
+// that it is isolated (status/isolation/<node>): written with the release
+// of the resources the node stopped, for `vigil status` and the history.
+type IsolationRecord struct {
+	V      int    `json:"v"`
+	Node   string `json:"node"`
+	BootID uint64 `json:"boot_id"`
+	// Datastore is where the claim was read; Beating whether the node's
+	// heartbeat there was still moving (isolated, not dead).
+	Datastore string `json:"datastore"`
+	Beating   bool   `json:"beating"`
+	// Released are the instances recovered on the node's word, so far in
+	// this incarnation.
+	Released []string  `json:"released"`
+	At       time.Time `json:"at"`
 }

@@ -301,6 +301,12 @@ type Config struct {
 	Orders      []Order           `json:"orders,omitempty"`
 	Nodes       []NodeConfig      `json:"nodes,omitempty"`
 	Properties  map[string]string `json:"properties,omitempty"`
+	// Datastores are the shared folders VM disks live on
+	// (config/datastores/<name>). They are part of the configuration so
+	// that `vigil config export` writes them and `vigil config apply`
+	// changes them in the same guarded transaction as the resources that
+	// name them.
+	Datastores []Datastore `json:"datastores,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)

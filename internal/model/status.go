@@ -141,6 +141,10 @@ type NodeRecord struct {
 	// Version is the store version of the record as read (not stored):
 	// writers guard on it so they act on what they read.
 	Version uint64 `json:"-"`
+	// Index is the store index of the write that made the record as read
+	// (not stored): unlike Version it never repeats, even across a
+	// deletion, so a node's claim tied to it names one exact record.
+	Index uint64 `json:"-"`
 }
 
 // Protection says what guarantees that a lost node is out of action, in
@@ -255,6 +259,12 @@ type Snapshot struct {
 	Nodes     []NodeStatus     `json:"nodes"`
 	Resources []ResourceRecord `json:"resources"`
 	Pending   []Pending        `json:"pending,omitempty"`
+	// DatastoreHealth is each node's latest datastore checks, one record
+	// per node that has reported (status/datastores/<node>). A VM is not
+	// placed on a node whose latest check of one of its datastores failed;
+	// a node with no record, or no check of that datastore yet, is not
+	// refused (a fresh cluster must not be blocked by checks still to come).
+	DatastoreHealth []DatastoreHealth `json:"datastore_health,omitempty"`
 	// Now is the DC's clock, used only for failure-timeout expiry.
 	Now time.Time `json:"now"`
 }

@@ -276,10 +276,14 @@ func (e *explain) addShort(s model.Score, text, short string) {
 	}
 }
 
-func (e *explain) exclude(text string) {
+func (e *explain) exclude(text string) { e.excludeShort(text, text) }
+
+// excludeShort records an exclusion whose full text (with details, for the
+// node's score line) reads too long in the placement's sentence.
+func (e *explain) excludeShort(text, short string) {
 	e.reasons = append(e.reasons, "excluded: "+text)
 	if e.excl == "" {
-		e.excl = text
+		e.excl = short
 	}
 }
 
@@ -385,6 +389,31 @@ func (c *ctx) eval(ui *uinst, n int, ex *explain) (model.Score, int, int) {
 				if ex != nil {
 					ex.exclude(b.text + c.memberOf(ui, j))
 				}
+			}
+		}
+		for _, name := range u.mem[j].ds {
+			why, down := nd.dsDown[name]
+			if !down {
+				continue
+			}
+			nr++
+			if slices.Contains(mi.active, n) && !slices.Contains(mi.failed, n) {
+				// Running here already: a failed check does not stop it.
+				// Its disk lease guards it (the VM stops itself if the
+				// lease cannot be renewed); stopping it here would turn a
+				// storage hiccup seen by one node into a failover.
+				if ex != nil {
+					ex.reasons = append(ex.reasons, "datastore "+name+" is not usable here, but it runs here: left running (its disk lease guards it)"+c.memberOf(ui, j))
+				}
+				continue
+			}
+			// The agent would refuse the start (ERR_INSTALLED) after a
+			// failed try and a fail count: refuse the node here instead,
+			// with the reason `vigil explain` shows.
+			ms = -model.Infinity
+			if ex != nil {
+				ex.excludeShort("datastore "+name+" is not usable here ("+why+")"+c.memberOf(ui, j),
+					"datastore "+name+" is not usable"+c.memberOf(ui, j))
 			}
 		}
 		if ms <= -model.Infinity {

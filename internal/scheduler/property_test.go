@@ -38,6 +38,10 @@ func shuffled(s *model.Snapshot, seed uint64) *model.Snapshot {
 	shuf(len(c.Resources), func(i, j int) { c.Resources[i], c.Resources[j] = c.Resources[j], c.Resources[i] })
 	c.Pending = append([]model.Pending(nil), s.Pending...)
 	shuf(len(c.Pending), func(i, j int) { c.Pending[i], c.Pending[j] = c.Pending[j], c.Pending[i] })
+	c.DatastoreHealth = append([]model.DatastoreHealth(nil), s.DatastoreHealth...)
+	shuf(len(c.DatastoreHealth), func(i, j int) {
+		c.DatastoreHealth[i], c.DatastoreHealth[j] = c.DatastoreHealth[j], c.DatastoreHealth[i]
+	})
 	return &c
 }
 

@@ -53,6 +53,9 @@ type node struct {
 	count    int     // member instances placed here
 	// shared explanation when a resource is active on this ineligible node
 	inelig []string
+	// dsDown maps each datastore whose latest check here failed to what
+	// the check said (nil: none failed, or the node has not reported).
+	dsDown map[string]string
 }
 
 // unit is what gets placed as one: a primitive, a group or a clone.
@@ -97,6 +100,9 @@ type memCfg struct {
 	migrate  bool
 	util     []int64 // per dimension (nil when none)
 	mlocs    []*locC // location constraints naming the member
+	// ds are the datastores a vigil:vm member's files live on; set only
+	// when some node reports a failed check (else nothing can refuse it).
+	ds []string
 }
 
 // uinst is one instance of a unit: the primitive, the group, or one clone
@@ -197,6 +203,7 @@ type ctx struct {
 	dimMax    []int64 // largest capacity per dimension
 	symmetric bool
 	maintMode bool
+	dsDown    bool // some node reports a failed datastore check
 	defStick  model.Score
 	units     []*unit
 	unitByID  map[string]*unit
@@ -240,6 +247,7 @@ func newCtx(s *model.Snapshot) *ctx {
 	}
 	c.buildNodes()
 	c.buildUnits()
+	c.datastoreNotes()
 	c.indexStatus()
 	c.buildConstraints()
 	c.buildInstances()
@@ -357,8 +365,59 @@ func (c *ctx) buildNodes() {
 			c.notes = append(c.notes, "node "+nd.name+" is in maintenance: its resources are left exactly as they are")
 		}
 	}
+	for _, h := range c.s.DatastoreHealth {
+		n, ok := c.nodeIdx[h.Node]
+		if !ok {
+			continue
+		}
+		nd := c.nodes[n]
+		for name, chk := range h.Datastores {
+			if chk.OK {
+				continue
+			}
+			if nd.dsDown == nil {
+				nd.dsDown = map[string]string{}
+				c.dsDown = true
+			}
+			why := chk.Error
+			if why == "" {
+				why = "check failed"
+			}
+			// Two records for one node (not written so; a hand-made
+			// snapshot): the smaller text wins, whatever their order.
+			if old, dup := nd.dsDown[name]; !dup || why < old {
+				nd.dsDown[name] = why
+			}
+		}
+	}
 	if len(c.elig) == 0 {
 		c.notes = append(c.notes, "no node is eligible to run resources")
+	}
+}
+
+// datastoreNotes says, once per eligible node and datastore, that a
+// datastore the VMs use is not usable there (the placements say it per VM).
+func (c *ctx) datastoreNotes() {
+	if !c.dsDown {
+		return
+	}
+	used := map[string]bool{}
+	for _, u := range c.units {
+		for _, m := range u.mem {
+			for _, name := range m.ds {
+				used[name] = true
+			}
+		}
+	}
+	for _, nd := range c.nodes {
+		if !nd.eligible {
+			continue // nothing is placed there anyway
+		}
+		for _, name := range sortedKeys(nd.dsDown) {
+			if used[name] {
+				c.notes = append(c.notes, "datastore "+name+" is not usable on "+nd.name+": VMs on it are not started there")
+			}
+		}
 	}
 }
 
@@ -539,6 +598,9 @@ func (c *ctx) buildUnits() {
 				}
 			}
 			u.mem[j].util = ut
+			if c.dsDown {
+				u.mem[j].ds = r.Datastores()
+			}
 		}
 		if u.kind == kindClone {
 			u.on = make([]bool, len(c.nodes))

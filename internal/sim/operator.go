@@ -42,6 +42,7 @@ func cloneConfig(c model.Config) model.Config {
 	c.Orders = slices.Clone(c.Orders)
 	c.Nodes = slices.Clone(c.Nodes)
 	c.Properties = maps.Clone(c.Properties)
+	c.Datastores = slices.Clone(c.Datastores)
 	return c
 }
 
