@@ -312,8 +312,9 @@ func (a *Agent) leaseTick(ctx context.Context) {
 	if a.exec == nil {
 		return
 	}
+	unguarded, _ := a.exec.UnguardedActive(time.Now())
 	switch {
-	case ending && !stopping && a.exec.LocalActive() > 0:
+	case ending && !stopping && (unguarded > 0 || (!a.exec.SelfStopped() && a.exec.LocalActive() > 0)):
 		a.startSelfStop(ctx, quorate)
 	case !ending && !lapsed && quorate && a.exec.SelfStopped():
 		a.exec.Rejoin()
@@ -390,9 +391,13 @@ func (a *Agent) petLoop(ctx context.Context) {
 // petOnce decides and pets once; false once the node has self-fenced.
 func (a *Agent) petOnce() bool {
 	l := a.lease
+	// A VM left running by its isolation response counts as inactive
+	// while its disk lease outlasts a reset from now: were the agent to
+	// freeze after this pet, the reset would land before any other node
+	// could take the disk over.
 	active := 0
 	if a.exec != nil {
-		active = a.exec.LocalActive()
+		active, _ = a.exec.UnguardedActive(time.Now().Add(a.wd.Timeout() * 5 / 4))
 	}
 	now := a.mship.Now()
 	l.mu.Lock()

@@ -75,10 +75,23 @@ type Request struct {
 	// when a start or migrate_from runs. vigil:vm takes a disk lease such
 	// a node still names at once instead of waiting out its lease time.
 	DownNodes []string
+	// WatchdogDown are those of DownNodes proven down by their watchdog's
+	// timing alone (no fence device, no operator): such a node may still
+	// run what it was allowed to leave running while isolated.
+	WatchdogDown []string
 	// SelfStop marks a stop this node runs on its own because it lost
 	// quorum (it is isolated or in a minority): agents with an isolation
 	// response (vigil:vm's isolation_response) apply it.
 	SelfStop bool
+}
+
+// IsolationKeeper is implemented by agents whose resources may be left
+// running when their node is isolated (vigil:vm's leave-running): a node's
+// self-stop leaves such an instance alone, and counts it as guarded (not
+// reason to let its watchdog reset the node) until the time KeepsRunning
+// returns, after which it must be gone or the node reset.
+type IsolationKeeper interface {
+	KeepsRunning(resource string) (guardedUntil time.Time, ok bool)
 }
 
 // Result is the outcome of one action.

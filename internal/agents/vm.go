@@ -237,8 +237,8 @@ var vmMeta = &Metadata{
 		{Name: "extra_args", Type: "string", ShortDesc: "Extra QEMU arguments, split at whitespace (escape hatch)"},
 		{Name: "accel", Type: "select", Default: "auto", Options: []string{"auto", "kvm", "tcg"}, ShortDesc: "Accelerator: auto is kvm when /dev/kvm is usable, else tcg"},
 		{Name: "stop_timeout", Type: "string", Default: "60s", ShortDesc: "How long stop waits for the guest to power down (ACPI) before quitting QEMU; 0 quits at once"},
-		{Name: "isolation_response", Type: "select", Default: IsolationShutdown, Options: []string{IsolationShutdown, IsolationPowerOff},
-			ShortDesc: "What the VM's node does with it when cut off from the cluster (no quorum): shutdown (ACPI, then quit after stop_timeout) or poweroff (quit at once). Either way the node then writes on the datastore that it released the VM, and the cluster restarts it elsewhere at once"},
+		{Name: "isolation_response", Type: "select", Default: IsolationShutdown, Options: []string{IsolationShutdown, IsolationPowerOff, IsolationLeaveRunning},
+			ShortDesc: "What the VM's node does with it when cut off from the cluster (no quorum): shutdown (ACPI, then quit after stop_timeout) or poweroff (quit at once), after which the node writes on the datastore that it released the VM and the cluster restarts it elsewhere at once; or leave-running (needs a datastore disk): the VM keeps running there while its disk lease holds, and no other node may start it meanwhile"},
 		{Name: "migrate_bandwidth", Type: "string", ShortDesc: "Live migration bandwidth limit in bytes per second (100M, 1G; QEMU's default 128M)"},
 		{Name: "migrate_downtime", Type: "string", ShortDesc: "Longest pause the live migration aims for at the switch (300ms is QEMU's default)"},
 	},
@@ -510,7 +510,9 @@ func (a *vmAgent) releaseStale(ctx context.Context, cfg vmConfig, req Request) {
 	}
 	actx, cancel := context.WithTimeout(ctx, vmReleaseTimeout)
 	defer cancel()
-	l, err := datastore.Acquire(actx, cfg.leaseRoot, req.Resource, a.holder(req), a.leaseOpts)
+	opts := a.leaseOpts
+	opts.KeepOnIsolation = rec.KeepOnIsolation
+	l, err := datastore.Acquire(actx, cfg.leaseRoot, req.Resource, a.holder(req), opts)
 	if err != nil {
 		return
 	}
@@ -1015,13 +1017,44 @@ func (a *vmAgent) notRunning(res, dir string) Result {
 // AcquireFenced takes the lease only while the file still names exactly
 // the holder read here, so a node that came back and renewed in between
 // keeps it.
+//
+// A holder whose lease says it keeps the VM running when isolated
+// (leave-running) and that is proven down only by its watchdog's timing
+// is not taken from at once: the watchdog does not reset a node that may
+// keep petting it while its lease holds. The lease must then stand still.
 func (a *vmAgent) acquireLease(ctx context.Context, cfg vmConfig, req Request) (*datastore.Lease, error) {
+	opts := a.leaseOpts
+	opts.KeepOnIsolation = cfg.isolation == IsolationLeaveRunning
 	if len(req.DownNodes) > 0 {
 		rec, err := datastore.Read(ctx, cfg.leaseRoot, req.Resource)
 		if err == nil && !rec.Released && rec.Holder.Node != "" && rec.Holder != a.holder(req) && slices.Contains(req.DownNodes, rec.Holder.Node) {
-			a.log.Info("vigil:vm: taking the disk lease from a node proven down", "resource", req.Resource, "holder", rec.Holder.Node)
-			return datastore.AcquireFenced(ctx, cfg.leaseRoot, req.Resource, a.holder(req), rec.Holder, a.leaseOpts)
+			if rec.KeepOnIsolation && slices.Contains(req.WatchdogDown, rec.Holder.Node) {
+				a.log.Warn("vigil:vm: the disk lease's holder is proven down by its watchdog only, and may have left the VM running (leave-running): waiting for the lease to stand still",
+					"resource", req.Resource, "holder", rec.Holder.Node)
+			} else {
+				a.log.Info("vigil:vm: taking the disk lease from a node proven down", "resource", req.Resource, "holder", rec.Holder.Node)
+				return datastore.AcquireFenced(ctx, cfg.leaseRoot, req.Resource, a.holder(req), rec.Holder, opts)
+			}
 		}
 	}
-	return datastore.Acquire(ctx, cfg.leaseRoot, req.Resource, a.holder(req), a.leaseOpts)
+	return datastore.Acquire(ctx, cfg.leaseRoot, req.Resource, a.holder(req), opts)
+}
+
+// KeepsRunning implements IsolationKeeper: a VM running here under a disk
+// lease that says leave-running is left running when this node is
+// isolated, and guarded until the lease's validity.
+func (a *vmAgent) KeepsRunning(resource string) (time.Time, bool) {
+	a.mu.Lock()
+	r := a.vms[resource]
+	a.mu.Unlock()
+	if r == nil {
+		return time.Time{}, false
+	}
+	r.mu.Lock()
+	l := r.lease
+	r.mu.Unlock()
+	if l == nil || !l.Record().KeepOnIsolation || l.Err() != nil {
+		return time.Time{}, false
+	}
+	return l.ValidUntil(), true
 }

@@ -33,9 +33,9 @@ type vmConfig struct {
 	leaseDS, leaseRoot string
 	stopTimeout        time.Duration
 	migrate            qemu.MigrationParams
-	// isolation is what a stop does when the node runs it on its own
-	// after losing quorum (Request.SelfStop): IsolationShutdown or
-	// IsolationPowerOff.
+	// isolation is the VM's isolation response: IsolationShutdown or
+	// IsolationPowerOff (what a stop the node runs on its own after losing
+	// quorum does, Request.SelfStop), or IsolationLeaveRunning.
 	isolation string
 }
 
@@ -49,6 +49,13 @@ const (
 	// IsolationPowerOff: QEMU quits at once, like pulling the plug; the
 	// fastest recovery elsewhere, at the guest's expense.
 	IsolationPowerOff = "poweroff"
+	// IsolationLeaveRunning: the VM keeps running on the isolated node for
+	// as long as its disk lease holds (vSphere HA's "leave powered on").
+	// The lease records it (datastore.Record.KeepOnIsolation): no other
+	// node takes the disk over on a watchdog proof alone, and the node
+	// keeps petting its watchdog only while the lease outlasts the
+	// watchdog's reset. It needs a disk on a datastore.
+	IsolationLeaveRunning = "leave-running"
 )
 
 // paramError is a parameter problem with the code it deserves:
@@ -176,8 +183,13 @@ func parseVMParams(name string, params map[string]string, ds DatastoreLookup) (v
 		c.isolation = IsolationShutdown
 	case IsolationPowerOff:
 		c.isolation = v
+	case IsolationLeaveRunning:
+		c.isolation = v
+		if c.leaseRoot == "" && len(errs) == 0 {
+			bad(configErr("isolation_response: %s needs a disk on a datastore: its disk lease is what makes leaving the VM running safe", v))
+		}
 	default:
-		bad(configErr("isolation_response: %q: want %s or %s", v, IsolationShutdown, IsolationPowerOff))
+		bad(configErr("isolation_response: %q: want %s, %s or %s", v, IsolationShutdown, IsolationPowerOff, IsolationLeaveRunning))
 	}
 	if v := strings.TrimSpace(params["migrate_bandwidth"]); v != "" {
 		b, err := parseBytes(v, 1<<20)

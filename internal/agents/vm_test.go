@@ -784,6 +784,56 @@ func TestVMTakesLeaseFromNodeProvenDown(t *testing.T) {
 	}
 }
 
+// leave-running: the lease says so for its whole life, the agent reports
+// the VM as kept (guarded until the lease's validity), and a node proven
+// down by its watchdog alone is not taken from at once: the start waits
+// for the lease to stand still, and the live holder keeps it (the start
+// fails naming it). A fence device's proof still takes it at once.
+func TestVMLeaveRunningLeaseIsNotTakenOnAWatchdogProof(t *testing.T) {
+	needVMTools(t)
+	root := newTestDatastore(t, "vm1.qcow2")
+	n1 := newVMNode(t, "n1", t.TempDir(), root)
+	n2 := newVMNode(t, "n2", t.TempDir(), root)
+	p := stubParams("vm1.qcow2")
+	p["isolation_response"] = IsolationLeaveRunning
+	n1.cleanupVM(t, "vm1", p)
+	n2.cleanupVM(t, "vm1", p)
+	run(t, n1.a, n1.req("vm1", ActionStart, p, nil), CodeOK)
+	if rec := readLease(t, root, "vm1"); !rec.KeepOnIsolation || rec.Holder.Node != "n1" {
+		t.Fatalf("lease %+v, want n1's with KeepOnIsolation", rec)
+	}
+	until, ok := n1.a.KeepsRunning("vm1")
+	if !ok || !until.After(time.Now()) {
+		t.Fatalf("KeepsRunning: %v %v, want a guard in the future", until, ok)
+	}
+	if _, ok := n2.a.KeepsRunning("vm1"); ok {
+		t.Fatal("n2 keeps a VM it does not run")
+	}
+
+	req := n2.req("vm1", ActionStart, p, nil)
+	req.DownNodes, req.WatchdogDown = []string{"n1"}, []string{"n1"}
+	res := run(t, n2.a, req, CodeErrGeneric)
+	if !datastore.IsHeld(res.Err) || !strings.Contains(res.Err.Error(), "n1") {
+		t.Fatalf("start on a watchdog proof: %v, want the lease held by n1", res.Err)
+	}
+	if _, ok := n1.a.KeepsRunning("vm1"); !ok {
+		t.Fatal("n1 lost its VM to a start on a watchdog proof")
+	}
+
+	// A fence device's proof: n1 is off.
+	pid := qemuPid(t, n1, "vm1")
+	n1.a.detachAll()
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	waitGoneOrFail(t, pid)
+	req.WatchdogDown = nil
+	run(t, n2.a, req, CodeOK)
+	if h := readLease(t, root, "vm1").Holder; h.Node != "n2" {
+		t.Fatalf("lease holder %+v, want n2", h)
+	}
+}
+
 // The isolation response: a stop the node runs on its own after losing
 // quorum (Request.SelfStop) with isolation_response=poweroff quits QEMU
 // without asking the guest (no ACPI event reaches it), and lets the disk
@@ -828,13 +878,19 @@ func TestVMIsolationResponseParam(t *testing.T) {
 		v    string
 		ok   bool
 		want string
-	}{{"", true, IsolationShutdown}, {"shutdown", true, IsolationShutdown}, {"poweroff", true, IsolationPowerOff}, {"reboot", false, ""}} {
-		c, err := parseVMParams("vm1", map[string]string{"isolation_response": tc.v}, nil)
+	}{{"", true, IsolationShutdown}, {"shutdown", true, IsolationShutdown}, {"poweroff", true, IsolationPowerOff},
+		{"leave-running", true, IsolationLeaveRunning}, {"reboot", false, ""}} {
+		ds := func(string) (string, bool) { return "/srv/ds1", true }
+		c, err := parseVMParams("vm1", map[string]string{"isolation_response": tc.v, "disk": "ds1:vm1.qcow2"}, ds)
 		if tc.ok != (err == nil) || (tc.ok && c.isolation != tc.want) {
 			t.Errorf("%d %q: isolation %q, err %v", i, tc.v, c.isolation, err)
 		}
 		if !tc.ok && (err == nil || !strings.Contains(err.Error(), "isolation_response")) {
 			t.Errorf("%d %q: error %v does not name the parameter", i, tc.v, err)
 		}
+	}
+	// Without a disk lease nothing makes leaving it running safe.
+	if _, err := parseVMParams("vm1", map[string]string{"isolation_response": "leave-running", "disk": "/var/lib/vm1.qcow2"}, nil); err == nil || !strings.Contains(err.Error(), "needs a disk on a datastore") {
+		t.Errorf("leave-running without a datastore disk: %v", err)
 	}
 }

@@ -199,7 +199,7 @@ func acquireFenced(ctx context.Context, root, resource string, me, fenced Holder
 // finds its own record there. The lease is valid from o.start, which is
 // before our write began.
 func take(ctx context.Context, root, resource string, me Holder, opts Options, c clock, o observation, counter uint64) (*Lease, error) {
-	rec := Record{Resource: resource, Holder: me, Counter: counter, Tentative: true, Written: time.Now()}
+	rec := Record{Resource: resource, Holder: me, Counter: counter, Tentative: true, KeepOnIsolation: opts.KeepOnIsolation, Written: time.Now()}
 	data, err := encodeLease(rec)
 	if err != nil {
 		return nil, err

@@ -141,5 +141,10 @@
 //     one Lease per resource exists per incarnation (a file naming me is
 //     mine).
 //   - A fenced holder (AcquireFenced) is off: its writes can no longer
-//     land.
+//     land. A holder whose record says KeepOnIsolation may keep using the
+//     disk while cut off from its cluster, so a proof from its watchdog's
+//     timing alone does not make it off (it pets its watchdog while the
+//     lease outlasts a reset): callers pass AcquireFenced only a holder
+//     powered off by a fence device or an operator, and otherwise wait
+//     for the lease to stand still.
 package datastore

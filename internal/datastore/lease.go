@@ -55,6 +55,14 @@ type Record struct {
 	// that failed after writing (its write too slow, landing late over a
 	// winner's record) leaves one, and the winner may still be running.
 	Tentative bool `json:"tentative,omitempty"`
+	// KeepOnIsolation: the holder may keep using the disk when it is cut
+	// off from its cluster (a VM's isolation response leave-running), for
+	// as long as it renews this lease. A holder proven down only by its
+	// watchdog's timing is then not proven off: the watchdog does not
+	// reset a node that still has good reason to pet it. Set for the
+	// lease's whole life by the acquirer (Options.KeepOnIsolation), so
+	// the holder and every later reader agree on it.
+	KeepOnIsolation bool `json:"keep_on_isolation,omitempty"`
 	// Written is the writer's wall clock, for display only.
 	Written time.Time `json:"written"`
 }
@@ -118,6 +126,9 @@ type Options struct {
 	// whose writes are slower, raise it. At most LeaseTime/4. Default
 	// LeaseTime/20 (at least 10 ms).
 	Settle time.Duration
+	// KeepOnIsolation is written into the records of the lease taken
+	// (Record.KeepOnIsolation).
+	KeepOnIsolation bool
 	// FS defaults to OSFS.
 	FS FS
 }

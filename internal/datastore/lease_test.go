@@ -75,6 +75,27 @@ func TestAcquireFreeLeaseAtOnceAndRenew(t *testing.T) {
 	acquireAtOnce(t, root, "vm1", holder("n1"), opts).Close()
 }
 
+// KeepOnIsolation is written by the taker and kept by every renewal, so a
+// reader sees for the lease's whole life whether the holder may keep it
+// while isolated.
+func TestKeepOnIsolationLastsTheLease(t *testing.T) {
+	root := newDatastore(t)
+	opts := testOpts()
+	opts.KeepOnIsolation = true
+	l := acquireAtOnce(t, root, "vm1", holder("n1"), opts)
+	defer l.Close()
+	time.Sleep(3 * opts.Renew)
+	rec, err := Read(bg(), root, "vm1")
+	if err != nil || !rec.KeepOnIsolation || rec.Tentative {
+		t.Fatalf("after renewals: %+v, %v", rec, err)
+	}
+	l2 := acquireAtOnce(t, root, "vm2", holder("n1"), testOpts())
+	defer l2.Close()
+	if rec, _ := Read(bg(), root, "vm2"); rec.KeepOnIsolation {
+		t.Fatalf("a lease taken without the option says %+v", rec)
+	}
+}
+
 func TestAcquireRefusesUnmountedDatastore(t *testing.T) {
 	root := t.TempDir() // an empty mountpoint: every lease would look absent
 	_, err := Acquire(bg(), root, "vm1", holder("n1"), testOpts())

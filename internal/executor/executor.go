@@ -179,6 +179,9 @@ type Executor struct {
 	// it when the self-stop began (see Released).
 	released     map[string]bool
 	releaseIndex uint64
+	// kept: the instances the current self-stop left running (the
+	// isolation response leave-running).
+	kept map[string]bool
 
 	// Configuration cache, refreshed when the epoch moves.
 	cfgEpoch uint64
@@ -255,6 +258,7 @@ func New(cfg Config) *Executor {
 		lastConfig:  map[string]model.Resource{},
 		stoppedHere: map[string]time.Time{},
 		released:    map[string]bool{},
+		kept:        map[string]bool{},
 	}
 	// Agents that hear of changes between monitors (vigil:vm's QEMU
 	// events) bring the instance's monitor forward.
@@ -330,6 +334,7 @@ func (e *Executor) join(ctx context.Context) error {
 	// it was; the register below writes a new one, which voids them.)
 	e.mu.Lock()
 	clear(e.released)
+	clear(e.kept)
 	e.releaseIndex = 0
 	e.mu.Unlock()
 	reason := RefusedRestarted
@@ -683,7 +688,7 @@ func (e *Executor) execAs(ctx context.Context, r model.Resource, inst, action st
 		req.MigrateSource, req.MigrateTarget = t.MigrateSource, t.MigrateTarget
 	}
 	if action == agents.ActionStart || action == agents.ActionMigrateFrom {
-		req.DownNodes = e.downNodes()
+		req.DownNodes, req.WatchdogDown = e.downNodes()
 	}
 	req.SelfStop = selfStop
 	return a.Exec(ctx, req)

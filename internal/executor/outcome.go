@@ -220,9 +220,9 @@ func afterGuestStop(rec model.ResourceRecord, res agents.Result, now time.Time) 
 }
 
 // downNodes lists the nodes proven down in their current incarnation (see
-// agents.Request.DownNodes), sorted.
-func (e *Executor) downNodes() []string {
-	var out []string
+// agents.Request.DownNodes), and those of them proven by their watchdog's
+// timing alone (Request.WatchdogDown), sorted.
+func (e *Executor) downNodes() (down, byWatchdog []string) {
 	e.cfg.Store.Read(func(s *store.State) {
 		recs, err := clusterstate.NodeRecords(s)
 		if err != nil {
@@ -230,10 +230,14 @@ func (e *Executor) downNodes() []string {
 		}
 		for name, r := range recs {
 			if r.Down != nil && r.BootID != 0 && r.Down.BootID == r.BootID && name != e.cfg.Node {
-				out = append(out, name)
+				down = append(down, name)
+				if r.Down.How == "watchdog" {
+					byWatchdog = append(byWatchdog, name)
+				}
 			}
 		}
 	})
-	slices.Sort(out)
-	return out
+	slices.Sort(down)
+	slices.Sort(byWatchdog)
+	return down, byWatchdog
 }

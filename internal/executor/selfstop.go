@@ -51,7 +51,7 @@ func (e *Executor) SelfStop(ctx context.Context, why string) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if n, left := e.localActive(); n > 0 {
+	if n, left := e.UnguardedActive(e.cfg.Now()); n > 0 {
 		return errors.New("executor: self-stop: still active: " + strings.Join(left, ", "))
 	}
 	return nil
@@ -120,6 +120,49 @@ func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 	}
 	slices.Sort(insts)
 	return insts, e.releaseIndex
+}
+
+// keptLocked asks inst's agent whether it keeps inst running through an
+// isolation, and until when that is guarded. Called with e.mu held.
+func (e *Executor) keptLocked(inst string) (time.Time, bool) {
+	r, ok := e.instByID[inst]
+	res := r.Resource
+	if !ok {
+		res, ok = e.lastConfig[inst]
+	}
+	if !ok {
+		return time.Time{}, false
+	}
+	a, err := e.cfg.Agents.Get(res.Agent)
+	if err != nil {
+		return time.Time{}, false
+	}
+	k, ok := a.(agents.IsolationKeeper)
+	if !ok {
+		return time.Time{}, false
+	}
+	return k.KeepsRunning(inst)
+}
+
+// UnguardedActive is LocalActive less the instances a self-stop left
+// running (the isolation response leave-running) whose guard lasts at
+// least until until. The agent pets its watchdog without a node lease
+// only while this is 0 with until = now + the watchdog's reset time: a
+// node frozen after its last pet is then reset before any other node may
+// take the disk over.
+func (e *Executor) UnguardedActive(until time.Time) (int, []string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	set := e.activeSetLocked(!e.localKnown)
+	for inst := range set {
+		if !e.kept[inst] {
+			continue
+		}
+		if g, ok := e.keptLocked(inst); ok && !g.Before(until) {
+			delete(set, inst)
+		}
+	}
+	return len(set), slices.Sorted(maps.Keys(set))
 }
 
 func (e *Executor) localActive() (int, []string) {
@@ -244,6 +287,17 @@ func (e *Executor) coordinateSelfStop(ctx context.Context, done chan struct{}) {
 		// records say is active.
 		e.cfg.Store.Read(func(s *store.State) { _ = e.refreshConfigLocked(s) })
 		targets := e.activeSetLocked(true)
+		for inst := range targets {
+			if _, ok := e.keptLocked(inst); ok {
+				// The isolation response leave-running: its disk lease
+				// guards it (agents.IsolationKeeper).
+				delete(targets, inst)
+				if !e.kept[inst] {
+					e.kept[inst] = true
+					e.log.Warn("executor: self-stop: left running (isolation response leave-running; its disk lease guards it)", "resource", inst)
+				}
+			}
+		}
 		waves := stopWaves(targets, e.instByID, e.conf)
 		e.mu.Unlock()
 		if len(targets) > 0 {
@@ -280,6 +334,9 @@ func (e *Executor) coordinateSelfStop(ctx context.Context, done chan struct{}) {
 		if !again {
 			e.stopping = false
 			left := e.activeSetLocked(!e.localKnown)
+			for inst := range e.kept {
+				delete(left, inst)
+			}
 			e.mu.Unlock()
 			if len(left) > 0 {
 				e.log.Error("executor: SELF-STOP INCOMPLETE: still active here; the watchdog (if any) must reset this node", "instances", slices.Sorted(maps.Keys(left)))

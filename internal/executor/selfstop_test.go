@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -300,5 +301,84 @@ func TestStopWaves(t *testing.T) {
 		if !slices.Equal(got[i], want[i]) {
 			t.Fatalf("waves %v, want %v", got, want)
 		}
+	}
+}
+
+// keeping wraps an agent registry so that its agents keep the instances
+// named in until running through an isolation (agents.IsolationKeeper),
+// guarded until the time given.
+type keeping struct {
+	Agents
+	mu    sync.Mutex
+	until map[string]time.Time
+}
+
+func (k *keeping) Get(spec string) (agents.Agent, error) {
+	a, err := k.Agents.Get(spec)
+	return keeperAgent{a, k}, err
+}
+
+func (k *keeping) set(inst string, until time.Time) {
+	k.mu.Lock()
+	k.until[inst] = until
+	k.mu.Unlock()
+}
+
+type keeperAgent struct {
+	agents.Agent
+	k *keeping
+}
+
+func (a keeperAgent) KeepsRunning(inst string) (time.Time, bool) {
+	a.k.mu.Lock()
+	defer a.k.mu.Unlock()
+	u, ok := a.k.until[inst]
+	return u, ok
+}
+
+// The isolation response leave-running: a self-stop leaves an instance
+// its agent keeps running alone, does not claim it released, and counts
+// it as unguarded only once its guard no longer lasts until the time
+// asked about (the agent's pets).
+func TestSelfStopLeavesKeptInstancesRunning(t *testing.T) {
+	h := newHarness(t)
+	r1, r2 := dummy("r1"), dummy("r2")
+	h.resource(r1)
+	h.resource(r2)
+	fl := &flaky{Node: h.node}
+	k := &keeping{Agents: h.reg, until: map[string]time.Time{}}
+	ex := h.start(func(c *Config) { c.Store, c.Agents = fl, k })
+	h.waitProbed(ex)
+	h.startRunning(r1, r2)
+	guard := time.Now().Add(time.Hour)
+	k.set("r1", guard)
+
+	fl.down.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ex.ex.SelfStop(ctx, "test: quorum lost"); err != nil {
+		t.Fatalf("self-stop: %v (a kept instance is not a failure)", err)
+	}
+	if !h.runs("r1") || h.runs("r2") {
+		t.Fatalf("after the self-stop: r1 runs %v (want kept), r2 runs %v", h.runs("r1"), h.runs("r2"))
+	}
+	if insts, _ := ex.ex.Released(); !slices.Equal(insts, []string{"r2"}) {
+		t.Fatalf("released %v, want [r2]: r1 still runs", insts)
+	}
+	if n := ex.ex.LocalActive(); n != 1 {
+		t.Fatalf("LocalActive %d, want 1 (r1)", n)
+	}
+	if n, _ := ex.ex.UnguardedActive(time.Now()); n != 0 {
+		t.Fatalf("UnguardedActive before the guard's end: %d, want 0", n)
+	}
+	if n, left := ex.ex.UnguardedActive(guard.Add(time.Second)); n != 1 || left[0] != "r1" {
+		t.Fatalf("UnguardedActive past the guard: %d %v, want r1", n, left)
+	}
+	// An agent that no longer keeps it (its lease lost): unguarded now.
+	k.mu.Lock()
+	delete(k.until, "r1")
+	k.mu.Unlock()
+	if n, _ := ex.ex.UnguardedActive(time.Now()); n != 1 {
+		t.Fatalf("UnguardedActive without the agent's guard: %d, want 1", n)
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vigil-ha/vigil/internal/api"
 	"github.com/vigil-ha/vigil/internal/lab"
 )
 
@@ -69,6 +70,67 @@ func TestVMIsolationReleasesOnTheDatastore(t *testing.T) {
 		return strings.Contains(lastRun(l, holder), "rejoin=true"), "no rejoin yet"
 	})
 	l.Always("vm1 stays on "+to+" only", quiet, func() (bool, string) { return onlyOn(l, "vm1", to) })
+	w.Stop()
+	if v := w.Violations(); len(v) > 0 {
+		t.Fatalf("never twice broken: %v", v)
+	}
+}
+
+// The isolation response leave-running, with a watchdog (process backend,
+// 2 s) and no fence device: the isolated node keeps vm1 running (same
+// QEMU, the guest keeps counting) and keeps petting its watchdog, since
+// vm1's disk lease outlasts a reset. The majority proves the node down by
+// the watchdog's timing and tries to start vm1 elsewhere, but the lease
+// says the holder may have left it running, so no node takes the disk
+// over: vm1 never runs twice. Healed, the node rejoins with vm1 still
+// running, and the cluster records it there.
+func TestVMIsolationLeaveRunning(t *testing.T) {
+	l, dc := vmLabWith(t, lab.Options{Nodes: 3, Netns: true, SetupArgs: []string{"--watchdog", "process"}}, false)
+	vigil(t, l, dc, "resource", "update", "vm1", "isolation_response=leave-running")
+	w := l.WatchNeverTwice(t, "vm1")
+	vigil(t, l, dc, "resource", "enable", "vm1")
+	holder := waitStarted(t, l, dc, "vm1", vmBoot, nil)
+	boot := waitCounting(t, l, holder, 2, "")
+	pid := qemuPid(t, l, holder)
+	ask := l.Other(holder)
+	before := newestID(t, l, ask, holder)
+	runs := l.Node(holder).Runs()
+
+	l.Isolate(holder)
+	waitFenceEvent(t, l, ask, holder, before, "the watchdog's proof of "+holder, fencedWithin+settle,
+		func(e api.FenceEvent) bool { return e.OK && e.How == "watchdog" })
+	// Past the proof the majority tries to start vm1 elsewhere: the lease
+	// says the holder may have left it running, so the start waits for it
+	// to stand still, and the holder renews it.
+	l.WaitFor("a start of vm1 elsewhere held back by its disk lease", settle, func() (bool, string) {
+		for _, n := range l.Others(holder) {
+			if strings.Contains(lastRun(l, n), "may have left the VM running (leave-running)") {
+				return true, ""
+			}
+		}
+		return false, "no start tried yet"
+	})
+	l.Always("vm1 left running on the isolated "+holder+" only", quiet, func() (bool, string) { return onlyOn(l, "vm1", holder) })
+	if qemuPid(t, l, holder) != pid {
+		t.Fatal("vm1's QEMU on the isolated node was restarted")
+	}
+	n, b := lastCounter(consoleLog(t, l, holder))
+	if b != boot {
+		t.Fatalf("the guest rebooted: boot %s, was %s", b, boot)
+	}
+	waitCounting(t, l, holder, n+2, "x") // still counting
+	if !l.Node(holder).Running() || l.Node(holder).Runs() != runs {
+		t.Fatal("the isolated node was reset: vm1's disk lease guards it, the watchdog should be petted")
+	}
+	if !strings.Contains(lastRun(l, holder), "left running") {
+		t.Errorf("%s did not log that it left vm1 running", holder)
+	}
+
+	l.Heal()
+	waitStarted(t, l, ask, "vm1", formTimeout, is(holder))
+	if qemuPid(t, l, holder) != pid {
+		t.Fatal("vm1's QEMU was restarted after the heal")
+	}
 	w.Stop()
 	if v := w.Violations(); len(v) > 0 {
 		t.Fatalf("never twice broken: %v", v)
