@@ -229,6 +229,7 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 		a.ctrl = controller.New(controller.Config{
 			Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log,
 			Fencer: a.fencer, SelfFenced: a.selfFenced, Releases: a.releaseClaims,
+			HandOver: func(ctx context.Context, why string) bool { return a.transferLeadership(ctx, why) },
 		})
 		if a.wd != nil {
 			pctx, stop := context.WithCancel(context.Background())
@@ -682,16 +683,25 @@ func (a *Agent) handOffLeadership(ctx context.Context) {
 	if !a.isWitness() || st.Lead != st.ID {
 		return
 	}
+	a.transferLeadership(ctx, "witness is raft leader")
+}
+
+// transferLeadership hands raft leadership (and so the DC role) to a live
+// voter that runs resources, other than this node. It reports whether it
+// found one.
+func (a *Agent) transferLeadership(ctx context.Context, why string) bool {
+	st := a.node.Status()
 	for _, m := range a.members() {
-		if m.Role == store.RoleWitness || !slices.Contains(st.Voters, m.ID) {
+		if m.Role == store.RoleWitness || m.ID == st.ID || !slices.Contains(st.Voters, m.ID) {
 			continue
 		}
 		if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {
-			a.log.Info("witness is raft leader: handing leadership to a node", "to", m.Name)
+			a.log.Warn("handing raft leadership (and the DC role) to another node", "why", why, "to", m.Name)
 			a.node.TransferLeader(ctx, m.ID)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // balanceVoters promotes a live learner when the cluster has fewer Raft

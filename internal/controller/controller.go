@@ -63,6 +63,9 @@ type Config struct {
 	// Releases returns the isolation claims read from the datastore
 	// heartbeats (isolation.go; nil: none).
 	Releases func() []ReleaseClaim
+	// HandOver asks for another node to become DC (raft leadership
+	// transfer) and reports whether one could be asked (nil: never).
+	HandOver func(ctx context.Context, why string) bool
 }
 
 // Controller is the DC's loop.
@@ -79,6 +82,7 @@ type Controller struct {
 	fencing    map[string]struct{}  // fences in flight, by node
 	fenceAfter map[string]time.Time // no new fence of the node before
 	monitored  map[string]time.Time // last monitor of each fence device
+	handedOver time.Time            // last hand-over asked (handOverEvery)
 }
 
 // New returns a Controller.

@@ -139,7 +139,10 @@ func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Pla
 	for _, t := range targets {
 		if t.node == c.cfg.Self {
 			// A DC never fences itself: it would take the DC down with
-			// the proof uncommitted. Another node's DC will.
+			// the proof uncommitted. Another node's DC will, so it hands
+			// the role over (a stop that failed here would otherwise
+			// block its resource for good).
+			c.handOver(ctx, t)
 			continue
 		}
 		rec := v.NodeRecords[t.node]
@@ -164,6 +167,30 @@ func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Pla
 		c.startDeviceFence(ctx, v, t, rec, term)
 	}
 	return ops, guards
+}
+
+// handOverEvery spaces the DC's requests to hand its role over: a transfer
+// takes an election's time, and one refused (no live voter) is retried.
+const handOverEvery = 5 * time.Second
+
+// handOver asks for another node to become DC because this DC's own node
+// must be fenced (t), at most once per handOverEvery.
+func (c *Controller) handOver(ctx context.Context, t target) {
+	if c.cfg.HandOver == nil {
+		return
+	}
+	now := c.cfg.Now()
+	c.mu.Lock()
+	if now.Sub(c.handedOver) < handOverEvery {
+		c.mu.Unlock()
+		return
+	}
+	c.handedOver = now
+	c.mu.Unlock()
+	why := "this DC's node must be fenced (" + t.reason + "): another DC will fence it"
+	if !c.cfg.HandOver(ctx, why) {
+		c.log.Error("this DC's node must be fenced, and no other live node can take the DC role: its resources stay blocked", "reason", t.reason)
+	}
 }
 
 // startDeviceFence runs the node's fence topology in the background, once
