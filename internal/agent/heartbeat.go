@@ -196,30 +196,52 @@ func (a *Agent) forgetHeartbeats() {
 	}
 }
 
+// slotView is one node's latest heartbeat on one datastore as the judge
+// of that datastore sees it now.
+type slotView struct {
+	datastore, node string
+	rec             datastore.HeartbeatRecord
+	beating         bool
+	silence         time.Duration
+	silenceKnown    bool
+}
+
+// slotsLocked lists every node's latest heartbeat on every datastore this
+// node judges, sorted by datastore and node. Called with st.mu held.
+func (st *hbState) slotsLocked() []slotView {
+	now := time.Since(st.origin)
+	var out []slotView
+	for _, ds := range slices.Sorted(maps.Keys(st.judges)) {
+		j := st.judges[ds]
+		for _, n := range j.Nodes() {
+			rec, _ := j.Latest(n)
+			v := slotView{datastore: ds, node: n, rec: rec, beating: j.Beating(n, now, heartbeatWindow)}
+			v.silence, v.silenceKnown = j.Silence(n, now)
+			out = append(out, v)
+		}
+	}
+	return out
+}
+
 // releaseClaims is the controller's Releases hook: every isolation claim
 // read from a datastore (controller.ReleaseClaim).
 func (a *Agent) releaseClaims() []controller.ReleaseClaim {
 	st := &a.hb
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	now := time.Since(st.origin)
 	var out []controller.ReleaseClaim
-	for _, ds := range slices.Sorted(maps.Keys(st.judges)) {
-		j := st.judges[ds]
-		for _, n := range j.Nodes() {
-			rec, ok := j.Latest(n)
-			if !ok || rec.State != datastore.StateIsolated || len(rec.Released) == 0 || rec.NodeIndex == 0 {
-				continue
-			}
-			boot, err := strconv.ParseUint(rec.Incarnation, 16, 64)
-			if err != nil {
-				continue
-			}
-			out = append(out, controller.ReleaseClaim{
-				Node: n, BootID: boot, NodeIndex: rec.NodeIndex, Resources: rec.Released,
-				Datastore: ds, Beating: j.Beating(n, now, heartbeatWindow),
-			})
+	for _, v := range st.slotsLocked() {
+		if v.rec.State != datastore.StateIsolated || len(v.rec.Released) == 0 || v.rec.NodeIndex == 0 {
+			continue
 		}
+		boot, err := strconv.ParseUint(v.rec.Incarnation, 16, 64)
+		if err != nil {
+			continue
+		}
+		out = append(out, controller.ReleaseClaim{
+			Node: v.node, BootID: boot, NodeIndex: v.rec.NodeIndex, Resources: v.rec.Released,
+			Datastore: v.datastore, Beating: v.beating,
+		})
 	}
 	return out
 }
@@ -230,19 +252,14 @@ func (a *Agent) heartbeatStatus() []api.DatastoreHeartbeat {
 	st := &a.hb
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	now := time.Since(st.origin)
 	var out []api.DatastoreHeartbeat
-	for _, ds := range slices.Sorted(maps.Keys(st.judges)) {
-		j := st.judges[ds]
-		for _, n := range j.Nodes() {
-			rec, _ := j.Latest(n)
-			h := api.DatastoreHeartbeat{Datastore: ds, Node: n, State: string(rec.State), Released: rec.Released,
-				Beating: j.Beating(n, now, heartbeatWindow)}
-			if d, ok := j.Silence(n, now); ok {
-				h.Silence = d.Round(time.Millisecond).String()
-			}
-			out = append(out, h)
+	for _, v := range st.slotsLocked() {
+		h := api.DatastoreHeartbeat{Datastore: v.datastore, Node: v.node, State: string(v.rec.State),
+			Released: v.rec.Released, Beating: v.beating}
+		if v.silenceKnown {
+			h.Silence = v.silence.Round(time.Millisecond).String()
 		}
+		out = append(out, h)
 	}
 	for _, ds := range slices.Sorted(maps.Keys(st.writers)) {
 		if s := st.writers[ds].hb.Status(); s.Err != nil {
