@@ -148,9 +148,10 @@ func TestVMFailover(t *testing.T) {
 }
 
 // Issue 5, must show 6: QEMU killed with SIGKILL is a failure and the VM is
-// restarted (here, locally: migration-threshold is 3); a shutdown the guest
-// asks for itself stays down: the resource is stopped and disabled, not
-// recovered anywhere.
+// restarted, locally first (migration-threshold 3), then, with the
+// threshold lowered to 2, on another node at the second failure; a
+// shutdown the guest asks for itself stays down: the resource is stopped
+// and disabled, not recovered anywhere.
 func TestVMGuestShutdownStaysDownAndKillRestarts(t *testing.T) {
 	l, dc := vmLab(t)
 	w := l.WatchNeverTwice(t, "vm1")
@@ -172,6 +173,17 @@ func TestVMGuestShutdownStaysDownAndKillRestarts(t *testing.T) {
 	if on := l.ActiveOn("vm1"); len(on) != 1 || on[0] != holder {
 		t.Fatalf("vm1 runs on %v after the kill, want %s (restarted in place)", on, holder)
 	}
+
+	// With migration-threshold=2 the second failure there moves it: it
+	// boots on another node.
+	vigil(t, l, dc, "resource", "update", "vm1", "meta", "migration-threshold=2")
+	if err := syscall.Kill(qemuPid(t, l, holder), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	first := holder
+	holder = waitStarted(t, l, dc, "vm1", vmBoot, notIn(first))
+	boot = waitCounting(t, l, holder, 1, "")
+	t.Logf("QEMU SIGKILLed again on %s (migration-threshold 2): vm1 boots on %s (boot %s)", first, holder, boot)
 
 	// The guest powers itself off: the resource stays down.
 	sock := filepath.Join(l.RunDir(holder), "vm", "vm1", "console.sock")
