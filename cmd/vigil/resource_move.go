@@ -9,11 +9,21 @@ import (
 	"time"
 
 	"github.com/vigil-ha/vigil/internal/api"
+	"github.com/vigil-ha/vigil/internal/model"
 )
 
-// moveWaitPoll is how often `resource move --wait` asks for progress (the
-// source rewrites it every 100 ms).
-const moveWaitPoll = 200 * time.Millisecond
+// How often `resource move --wait` asks for progress: moveWaitPoll while
+// only the progress bar needs it (the source rewrites the progress every
+// 100 ms), moveWaitFast once the migration it follows nears its end, so
+// that the wait ends within moveWaitFast of the cluster recording the VM
+// on its new node rather than up to a whole moveWaitPoll later. Fast polls
+// last at most moveWaitFastFor (a finish normally takes a few hundred
+// milliseconds; one that hangs is not worth 50 requests a second).
+const (
+	moveWaitPoll    = 200 * time.Millisecond
+	moveWaitFast    = 20 * time.Millisecond
+	moveWaitFastFor = 2 * time.Second
+)
 
 // waitMove follows a move of id to node until the resource runs there,
 // showing the live migration's progress when the DC live-migrates it. It
@@ -24,11 +34,20 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 	var seen *api.MigrationStatus // the live migration, once seen
 	var last api.MigrationProgress
 	lastLine := ""
-	t := time.NewTicker(moveWaitPoll)
+	var fastSince time.Time // when the fast polls began
+	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			if tty && lastLine != "" {
+				fmt.Fprintln(out)
+			}
+			return fmt.Errorf("waiting for %s to run on %s: %w", id, node, context.Cause(ctx))
+		case <-t.C:
+		}
 		ms, err := c.Migration(ctx, id)
-		if err == nil && ms.Active && seen != nil && (!ms.Started.Equal(seen.Started) || ms.Step == "abort" || ms.Step == "cleanup") {
+		if err == nil && ms.Active && seen != nil && (!ms.Started.Equal(seen.Started) || ms.Step == model.MigrateAbort || ms.Step == model.MigrateCleanup) {
 			// The migration we followed failed (the DC may already be
 			// trying again, up to migration-threshold): report it.
 			if tty && lastLine != "" {
@@ -42,6 +61,11 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 			if !ms.Started.Equal(seen.Started) {
 				retry = " (the cluster is trying again)"
 			}
+			if seen.Step == model.MigrateFinish || last.Done && last.Status == "completed" {
+				// The source had handed the guest over: the target is
+				// stopped and the VM started afresh.
+				return fmt.Errorf("live migration of %s to %s failed after %s handed it over: %s; the cluster starts it afresh%s", id, node, seen.Source, why, retry)
+			}
 			return fmt.Errorf("live migration of %s to %s failed: %s; it keeps running on %s%s", id, node, why, seen.Source, retry)
 		}
 		if err == nil && ms.Active && ms.Target == node {
@@ -49,7 +73,10 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 				fmt.Fprintf(out, "live migration of %s: %s → %s\n", id, ms.Source, ms.Target)
 			}
 			seen = &ms
-			if p, ok := sourceProgress(ctx, c, ms, id); ok {
+			if ms.Step == model.MigrateFinish && last.Done {
+				// The source wrote its last figures before the transfer's
+				// result: nothing more to show.
+			} else if p, ok := sourceProgress(ctx, c, ms, id); ok {
 				last = p
 				if line := progressLine(p, 30); line != lastLine {
 					lastLine = line
@@ -61,7 +88,11 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 				}
 			}
 		}
-		if err == nil && !ms.Active {
+		// The move is over when no migration is in progress, or, sooner,
+		// when the migration to node is in its finish step and the target
+		// is recorded started: only the finish's success records that (the
+		// DC deletes the migration record in its next round).
+		if err == nil && (!ms.Active || ms.Step == model.MigrateFinish && ms.Target == node) {
 			on, where, rerr := runsOn(ctx, c, id, node)
 			switch {
 			case rerr != nil:
@@ -82,7 +113,7 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 				}
 				fmt.Fprintf(out, "%s runs on %s\n", id, node)
 				return nil
-			case seen != nil:
+			case seen != nil && !ms.Active:
 				if tty && lastLine != "" {
 					fmt.Fprintln(out)
 				}
@@ -96,15 +127,37 @@ func waitMove(ctx context.Context, out io.Writer, c *api.Client, id, node string
 				return fmt.Errorf("live migration of %s to %s failed: %s; it runs on %s", id, node, why, orNowhere(where))
 			}
 		}
-		select {
-		case <-ctx.Done():
-			if tty && lastLine != "" {
-				fmt.Fprintln(out)
+		d := movePoll(seen, last)
+		if d == moveWaitFast {
+			if fastSince.IsZero() {
+				fastSince = time.Now()
+			} else if time.Since(fastSince) > moveWaitFastFor {
+				d = moveWaitPoll
 			}
-			return fmt.Errorf("waiting for %s to run on %s: %w", id, node, context.Cause(ctx))
-		case <-t.C:
+		}
+		t.Reset(d)
+	}
+}
+
+// movePoll is the wait before the next poll of a move: moveWaitFast once
+// the live migration followed nears its end (its finish step, or the
+// source's progress done or due within a slow poll), moveWaitPoll
+// otherwise (while it transfers, before it shows, and for a move by a
+// stop and a start).
+func movePoll(seen *api.MigrationStatus, p api.MigrationProgress) time.Duration {
+	if seen == nil {
+		return moveWaitPoll
+	}
+	if seen.Step == model.MigrateFinish || p.Done || p.Status == "completed" {
+		return moveWaitFast
+	}
+	if p.Status == "active" && p.ThroughputMbps > 0 {
+		eta := time.Duration(float64(p.RemainingBytes) * 8 / (p.ThroughputMbps * 1e6) * float64(time.Second))
+		if eta < moveWaitPoll {
+			return moveWaitFast
 		}
 	}
+	return moveWaitPoll
 }
 
 // sourceProgress asks the migration's source node for its progress file,

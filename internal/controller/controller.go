@@ -300,9 +300,10 @@ func (c *Controller) collect(v View) []store.Op {
 // dispatch turns the plan's ready actions into tasks. An action is ready
 // when it waits for no other action of the plan and its instance has no
 // pending task. A migrate of a vigil:vm instance between two online nodes
-// is left to migrateRound (live migration, migrate.go); any other migrate
-// is issued as a stop on the source, and the start on the target follows
-// in a later round.
+// is left to migrateRound (live migration, migrate.go) while every node
+// supports it; any other migrate is issued as a stop on the source (whose
+// reason says why a VM is not live-migrated), and the start on the target
+// follows in a later round.
 func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan, term uint64) []model.Task {
 	pending := map[string]bool{}
 	for _, p := range snap.Pending {
@@ -322,14 +323,14 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 			c.log.Debug("start held: a node is still probing", "resource", a.Resource, "probing", probing)
 			continue
 		}
-		action, node := a.Kind, a.Node
+		action, node, reason := a.Kind, a.Node, a.Reason
 		switch a.Kind {
 		case scheduler.ActionStart:
 			action = model.ActStart
 		case scheduler.ActionStop:
 			action = model.ActStop
 		case scheduler.ActionMigrate:
-			action, node = model.ActStop, a.From
+			action, node, reason = model.ActStop, a.From, c.moveReason(v, snap, a)
 		default:
 			c.log.Warn("plan action of unknown kind skipped", "kind", a.Kind, "resource", a.Resource)
 			continue
@@ -348,7 +349,7 @@ func (c *Controller) dispatch(v View, snap *model.Snapshot, plan *scheduler.Plan
 		c.mu.Unlock()
 		out = append(out, model.Task{
 			V: clusterstate.FormatVersion, ID: id, Term: term, Node: node, Action: action,
-			Resource: a.Resource, Config: rc, Reason: a.Reason, Issued: now,
+			Resource: a.Resource, Config: rc, Reason: reason, Issued: now,
 		})
 	}
 	return out

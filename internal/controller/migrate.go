@@ -71,6 +71,24 @@ import (
 //   - A DC change cannot fork the protocol: every write of a migration
 //     record is in a round guarded on the DC record, and executors refuse
 //     tasks of older terms.
+//
+// # Mixed releases
+//
+// The steps need every node to know them: an executor of a release
+// without live migration would record a successful prepare as started (a
+// second started record while the source runs), and a DC of such a
+// release, elected mid-way, would not know the migration record nor the
+// migrating state. So a migration begins only while every member that
+// runs resources (witnesses run none, and never act as DC) advertises
+// model.FeatureLiveMigration in its node record, which its executor
+// rewrites at every registration. Otherwise the DC moves the VM as any
+// other resource, by a stop and a start (dispatch), and says why in the
+// log and in the stop task's reason. The DC checks again before the
+// transfer, the point of no return: if a node without the feature joined
+// since the prepare, the target is cleaned up (no failure counted) and the
+// VM stays on its source. After the transfer the migration is finished
+// (the guest has left the source). A node restarted mid-way refuses the
+// step it had, which aborts the migration as any refusal does.
 
 // PrefixMigrations holds the live migrations in progress, by instance.
 const PrefixMigrations = "status/migrations/"
@@ -193,10 +211,10 @@ func (c *Controller) migrateRound(v View, snap *model.Snapshot, plan *scheduler.
 		if err != nil || !LiveMigratable(rc) {
 			continue
 		}
-		listen := linkHost(v, a.Node)
-		if listen == "" || state[a.From] != model.NodeOnline || state[a.Node] != model.NodeOnline {
-			continue // dispatch moves it by a stop and a start
+		if why := liveMoveBlocked(v, snap, a); why != "" {
+			continue // dispatch moves it by a stop and a start (moveReason)
 		}
+		listen := linkHost(v, a.Node)
 		busy[a.Resource] = true
 		m := Migration{V: clusterstate.FormatVersion, Resource: a.Resource, Source: a.From, Target: a.Node,
 			Term: term, Started: c.cfg.Now(), Reason: a.Reason}
@@ -216,16 +234,81 @@ func migrating(v View, snap *model.Snapshot, a scheduler.Action) bool {
 		return false
 	}
 	rc, err := InstanceConfig(&v.Config, a.Resource)
-	if err != nil || !LiveMigratable(rc) || linkHost(v, a.Node) == "" {
+	if err != nil || !LiveMigratable(rc) {
 		return false
 	}
-	online := 0
-	for _, n := range snap.Nodes {
-		if (n.Name == a.From || n.Name == a.Node) && n.State == model.NodeOnline {
-			online++
+	return liveMoveBlocked(v, snap, a) == ""
+}
+
+// liveMoveBlocked says why a migrate action of a live-migratable instance
+// cannot be a live migration now ("" when it can): live migration off in
+// the cluster (liveMigrationOff), no address to send to on the target, or
+// a node that is not online.
+func liveMoveBlocked(v View, snap *model.Snapshot, a scheduler.Action) string {
+	if why := liveMigrationOff(v); why != "" {
+		return why
+	}
+	if linkHost(v, a.Node) == "" {
+		return "the target " + a.Node + " has no IP address on its first link for the migration stream"
+	}
+	for _, name := range []string{a.From, a.Node} {
+		i := slices.IndexFunc(snap.Nodes, func(n model.NodeStatus) bool { return n.Name == name })
+		if i < 0 {
+			return name + " is not a member"
+		}
+		if st := snap.Nodes[i].State; st != model.NodeOnline {
+			return name + " is " + st
 		}
 	}
-	return online == 2
+	return ""
+}
+
+// LiveMigrationOff says why the DC moves VMs by a stop and a start rather
+// than live-migrating them, "" when it live-migrates them (for the API:
+// status and explain).
+func LiveMigrationOff(v View) string { return liveMigrationOff(v) }
+
+// liveMigrationOff says why live migration is off in the cluster: members
+// that run resources (not witnesses) whose node record does not advertise
+// model.FeatureLiveMigration (a node of an older release, or one that has
+// never registered). "" when every one does.
+func liveMigrationOff(v View) string {
+	var old []string
+	for _, m := range v.Members {
+		if m.Role == store.RoleWitness {
+			continue
+		}
+		if rec, ok := v.NodeRecords[m.Name]; !ok || !rec.Supports(model.FeatureLiveMigration) {
+			old = append(old, m.Name)
+		}
+	}
+	if len(old) == 0 {
+		return ""
+	}
+	slices.Sort(old)
+	verb := "does"
+	if len(old) > 1 {
+		verb = "do"
+	}
+	return fmt.Sprintf("live migration is off until every node supports it: %s (an older release, or not registered yet) %s not advertise %q",
+		strings.Join(old, ", "), verb, model.FeatureLiveMigration)
+}
+
+// moveReason is the reason of the stop task by which dispatch begins the
+// move of a plan's migrate action: the plan's reason, and for a
+// live-migratable instance why it is moved by a stop and a start rather
+// than live-migrated (also logged), so that the status shows it.
+func (c *Controller) moveReason(v View, snap *model.Snapshot, a scheduler.Action) string {
+	rc, err := InstanceConfig(&v.Config, a.Resource)
+	if err != nil || !LiveMigratable(rc) {
+		return a.Reason
+	}
+	why := liveMoveBlocked(v, snap, a)
+	if why == "" {
+		return a.Reason // not reached: migrateRound takes it
+	}
+	c.log.Warn("VM moved by a stop and a start, not live-migrated", "resource", a.Resource, "source", a.From, "target", a.Node, "why", why)
+	return strings.TrimPrefix(a.Reason+"; ", "; ") + "stop and start instead of a live migration: " + why
 }
 
 func pendingFor(snap *model.Snapshot, inst string) bool {
@@ -275,6 +358,11 @@ func (c *Controller) advance(v View, m Migration, up func(string) bool, term uin
 		uri := oneLine(res.Output)
 		if uri == "" || !up(m.Source) {
 			return c.finishOrAbort(v, m, term, fmt.Sprintf("prepare on %s answered no URI, or the source %s is gone", m.Target, m.Source), uri == "", up)
+		}
+		if off := liveMigrationOff(v); off != "" {
+			// A node of an older release joined since the migration
+			// began: do not hand the guest over (no failure counted).
+			return c.finishOrAbort(v, m, term, off, false, up)
 		}
 		m.URI = uri
 		t := c.stepTask(v, &m, model.MigrateTransfer, rc, term, map[string]string{metaMigrateURI: uri})

@@ -73,10 +73,23 @@ func migWorld(t *testing.T, fail string) *world {
 		}
 	}
 	w.mu.Unlock()
+	for _, n := range []string{"n1", "n2", "n3"} {
+		w.advertise(n, model.NodeFeatures()...)
+	}
 	w.put(clusterstate.ResourceKey("vm1"), vmResource("vm1"),
 		clusterstate.LocationKey("l"), model.Location{ID: "l", Resource: "vm1", Node: "n2", Score: model.Infinity})
 	w.waitFor("vm1 on n2", func() bool { s := w.startedOn("vm1"); return len(s) == 1 && s[0] == "n2" })
 	return w
+}
+
+// advertise rewrites node's record with the features given, as its
+// executor does when it registers (none: a release that predates them).
+func (w *world) advertise(node string, features ...string) {
+	w.t.Helper()
+	var rec model.NodeRecord
+	w.node.Read(func(s *store.State) { rec = clusterstate.NodeRecord(s, node) })
+	rec.Features = features
+	w.put(clusterstate.NodeKey(node), rec)
 }
 
 func (w *world) tasksRan() []model.Task {
@@ -307,8 +320,10 @@ func migState(t *testing.T, step string, res *model.TaskResult) View {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v.NodeRecords = map[string]model.NodeRecord{}
 	for i, n := range []string{"n1", "n2", "n3"} {
 		v.Members = append(v.Members, store.Member{Name: n, ID: uint64(i + 1), Links: []string{fmt.Sprintf("10.0.0.%d:7400", i+1)}})
+		v.NodeRecords[n] = model.NodeRecord{V: 1, Name: n, BootID: 7, Probed: 7, Features: model.NodeFeatures()}
 	}
 	return v
 }
@@ -367,5 +382,108 @@ func TestMigrationMetaKeysMatchTheAgent(t *testing.T) {
 	}
 	if vmAgent != agents.ClassVigil+":"+agents.TypeVM {
 		t.Fatalf("vmAgent %q", vmAgent)
+	}
+}
+
+// Mixed releases: while a node does not advertise live migration (an
+// older release would record a prepared target as started), a VM move is
+// a stop on the source and a start on the target, never a migration step,
+// and the stop's reason says why. Any member counts, not only the two the
+// move involves (it could become the DC mid-way). Once every node
+// advertises it, the next move live-migrates.
+func TestLiveMigrationNeedsEveryNode(t *testing.T) {
+	for _, old := range []string{"n3", "n1"} {
+		t.Run("old "+old, func(t *testing.T) {
+			w := migWorld(t, "")
+			w.advertise(old)
+			from := moveTo(w, "n3")
+			w.waitFor("vm1 moved to n3", func() bool {
+				s := w.startedOn("vm1")
+				return len(s) == 1 && s[0] == "n3" && w.pendingTasks() == 0
+			})
+			ran := w.tasksRan()[from:]
+			if len(ran) != 2 || ran[0].Action != model.ActStop || ran[0].Node != "n2" || ran[1].Action != model.ActStart || ran[1].Node != "n3" {
+				t.Fatalf("tasks: %s; want a stop on n2 and a start on n3", describe(ran))
+			}
+			for _, tk := range ran {
+				if tk.Migration != "" {
+					t.Fatalf("a migration step with %s on an older release: %s", old, describe(ran))
+				}
+			}
+			if why := ran[0].Reason; !strings.Contains(why, "live migration is off") || !strings.Contains(why, old) || !strings.Contains(why, "n3 has the highest score") {
+				t.Fatalf("the stop's reason does not say why the VM is not live-migrated: %q", why)
+			}
+			// The node is upgraded: the move back is a live migration.
+			w.advertise(old, model.NodeFeatures()...)
+			from = moveTo(w, "n2")
+			w.waitFor("vm1 migrated back to n2", func() bool {
+				s := w.startedOn("vm1")
+				return len(s) == 1 && s[0] == "n2" && len(w.migrations()) == 0 && w.pendingTasks() == 0
+			})
+			if ran := w.tasksRan()[from:]; len(ran) != 3 || ran[0].Migration != model.MigratePrepare || ran[2].Migration != model.MigrateFinish {
+				t.Fatalf("tasks after the upgrade: %s; want prepare, transfer, finish", describe(ran))
+			}
+		})
+	}
+}
+
+// The gate as a pure function: every member that runs resources must
+// advertise the feature (a witness runs none); a member with no record
+// has not registered and may be of any release.
+func TestLiveMigrationOff(t *testing.T) {
+	all := model.NodeFeatures()
+	v := View{
+		Members: []store.Member{{Name: "n1", Role: store.RoleVoter}, {Name: "n2", Role: store.RoleVoter}, {Name: "w", Role: store.RoleWitness}},
+		NodeRecords: map[string]model.NodeRecord{
+			"n1": {Name: "n1", Features: all},
+			"n2": {Name: "n2", Features: all},
+		},
+	}
+	if why := liveMigrationOff(v); why != "" {
+		t.Fatalf("every node advertises it, a witness has no record: %q", why)
+	}
+	v.Members = append(v.Members, store.Member{Name: "n3", Role: store.RoleLearner})
+	if why := liveMigrationOff(v); !strings.Contains(why, "n3") {
+		t.Fatalf("n3 has never registered: %q", why)
+	}
+	v.NodeRecords["n3"] = model.NodeRecord{Name: "n3", Features: []string{"something-else"}}
+	if why := liveMigrationOff(v); !strings.Contains(why, "n3") || strings.Contains(why, "n1") {
+		t.Fatalf("n3 of an older release: %q", why)
+	}
+	v.NodeRecords["n3"] = model.NodeRecord{Name: "n3", Features: all}
+	if why := liveMigrationOff(v); why != "" {
+		t.Fatalf("n3 upgraded: %q", why)
+	}
+}
+
+// The gate is checked again before the transfer, the point of no return: a
+// prepared migration goes on to the transfer while every node advertises
+// live migration, and is cleaned up (the target stopped, no failure
+// counted; the VM stays on its source) if a node that does not joined
+// meanwhile.
+func TestLiveMigrationGateBeforeTransfer(t *testing.T) {
+	now := time.Unix(1000, 0)
+	for _, old := range []string{"", "n1", "n4"} {
+		v := migState(t, model.MigratePrepare, &model.TaskResult{V: 1, Term: 6, OK: true, Output: "tcp:10.0.0.3:49152\n"})
+		switch old {
+		case "n1":
+			rec := v.NodeRecords["n1"]
+			rec.Features = nil
+			v.NodeRecords["n1"] = rec
+		case "n4":
+			v.Members = append(v.Members, store.Member{Name: "n4", ID: 4, Role: store.RoleLearner})
+		}
+		snap := v.Snapshot(func(string) bool { return true }, now)
+		_, tasks, _ := MigrateRound(v, snap, &scheduler.Plan{}, 6, now, 0)
+		want, node := model.MigrateTransfer, "n2"
+		if old != "" {
+			want, node = model.MigrateCleanup, "n3"
+		}
+		if len(tasks) != 1 || tasks[0].Migration != want || tasks[0].Node != node {
+			t.Fatalf("older node %q: tasks %s; want %s on %s", old, describe(tasks), want, node)
+		}
+		if old != "" && !strings.Contains(tasks[0].Reason, "live migration is off") {
+			t.Fatalf("older node %q: the cleanup's reason %q", old, tasks[0].Reason)
+		}
 	}
 }

@@ -501,6 +501,7 @@ func (e *Executor) updateNode(ctx context.Context, what string, fresh bool, fn f
 	}
 	rec.V = clusterstate.FormatVersion
 	rec.Watchdog = e.cfg.Watchdog
+	rec.Features = model.NodeFeatures() // what this release can take part in (model.FeatureLiveMigration)
 	fn(&rec)
 	e.mu.Lock()
 	rec.Left = rec.Left || e.leaving

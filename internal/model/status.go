@@ -138,6 +138,12 @@ type NodeRecord struct {
 	Down *DownProof `json:"down,omitempty"`
 	// Watchdog is set when the node's agent arms a watchdog.
 	Watchdog *WatchdogInfo `json:"watchdog,omitempty"`
+	// Features are the features needing a newer format that the node's
+	// release supports (Feature...; its executor writes NodeFeatures()).
+	// A feature is used only once every node advertises it ("Built to be
+	// upgraded in place" in DESIGN.md); a release that predates this field
+	// advertises nothing.
+	Features []string `json:"features,omitempty"`
 	// Version is the store version of the record as read (not stored):
 	// writers guard on it so they act on what they read.
 	Version uint64 `json:"-"`
@@ -145,6 +151,30 @@ type NodeRecord struct {
 	// (not stored): unlike Version it never repeats, even across a
 	// deletion, so a node's claim tied to it names one exact record.
 	Index uint64 `json:"-"`
+}
+
+// Features a node advertises in its NodeRecord.
+const (
+	// FeatureLiveMigration: the node records a prepared live-migration
+	// target as StateMigrating and runs the DC-driven migration steps
+	// (Task.Migration), and as DC it drives them from the migration
+	// records. A release without it would record a prepared target as
+	// started: two started records of one VM.
+	FeatureLiveMigration = "live-migration"
+)
+
+// NodeFeatures returns the features this release supports, for its node
+// record.
+func NodeFeatures() []string { return []string{FeatureLiveMigration} }
+
+// Supports reports whether the node advertises feature f.
+func (r NodeRecord) Supports(f string) bool {
+	for _, g := range r.Features {
+		if g == f {
+			return true
+		}
+	}
+	return false
 }
 
 // Protection says what guarantees that a lost node is out of action, in
