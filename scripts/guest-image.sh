@@ -15,7 +15,18 @@
 #                      powers off on an ACPI power button press (QMP
 #                      system_powerdown); reads console input lines:
 #                      "poweroff" powers off, "reboot" reboots, "panic"
-#                      panics the kernel (which reboots: panic=-1).
+#                      panics the kernel (which reboots: panic=-1),
+#                      "busy MIB" starts (or resizes, or with 0 stops) the
+#                      busy loop below.
+#                      Busy mode, for live-migration benchmarks: with
+#                      vigil.busy=MIB on the kernel command line (or after
+#                      "busy MIB" on the console) a loop rewrites a MIB-sized
+#                      file on the guest's RAM-backed /tmp over and over,
+#                      without pause, with random (non-zero) data, so the
+#                      guest keeps dirtying that much memory; it prints
+#                        vigil-guest busy MIB MiB boot=<bootid>
+#                      when it starts (MIB 0 when stopped), or
+#                        vigil-guest busy error: ...
 #                      A client of the console socket must keep reading it:
 #                      unread output stalls the guest's console (see
 #                      internal/qemu/guestimage).
@@ -37,8 +48,14 @@
 set -euo pipefail
 
 # Bump when the output changes (init script, modules, cmdline, extraction).
-readonly VERSION=2
-readonly STAMP_HEAD="vigil-guest-image v$VERSION"
+# A cached image is also keyed by this script's own content: the stamp's
+# first line carries its SHA-256, so any edit of this file makes the next
+# run rebuild OUTDIR (CI's and every developer's cache), bumped or not.
+readonly VERSION=3
+SCRIPT_SUM=$(sha256sum <"${BASH_SOURCE[0]}" | cut -c1-16) ||
+  { echo "guest-image: error: cannot hash ${BASH_SOURCE[0]}" >&2; exit 1; }
+readonly SCRIPT_SUM
+readonly STAMP_HEAD="vigil-guest-image v$VERSION script=$SCRIPT_SUM"
 # panic=-1: reboot at once on a panic (QEMU's -no-reboot turns that into an
 # exit). no_timer_check: under TCG on a loaded host the IO-APIC timer check
 # can fail and panic the boot. cryptomgr.notests: the crypto self-tests are
@@ -328,6 +345,52 @@ done
 
 bootid=$(cat /proc/sys/kernel/random/uuid)
 
+# Busy mode: keep dirtying $1 MiB of guest memory, so that a live migration
+# has pages to send again and again. A loop rewrites /tmp/vigil-busy (tmpfs:
+# guest RAM) in place, without pause, from two different MiB of random data
+# taken in turn, so that every pass changes every page: QEMU sends an
+# all-zero page as a flag, almost for free, so the data must not be zeros,
+# and a dirty-rate estimate that compares page contents (QMP calc-dirty-rate)
+# would miss a rewrite with the same bytes. "busy 0" stops it. The loop's
+# pid is in /run/vigil-busy.pid.
+busy_stop() {
+  if [ -f /run/vigil-busy.pid ]; then
+    kill "$(cat /run/vigil-busy.pid)" 2>/dev/null
+    rm -f /run/vigil-busy.pid
+  fi
+  rm -f /tmp/vigil-busy
+}
+busy_start() {
+  case $1 in
+    '' | *[!0-9]*) echo "vigil-guest busy error: '$1' is not a size in MiB"; return 1 ;;
+  esac
+  busy_stop
+  if [ "$1" -eq 0 ]; then
+    echo "vigil-guest busy 0 MiB boot=$bootid"
+    return 0
+  fi
+  for s in a b; do
+    [ -s /tmp/vigil-busy.$s ] ||
+      dd if=/dev/urandom of=/tmp/vigil-busy.$s bs=1024 count=1024 2>/dev/null
+  done
+  avail=$(df -k /tmp | awk 'NR == 2 { print $4 }')
+  if [ "$(($1 * 1024))" -gt "$((avail - 1024))" ]; then
+    echo "vigil-guest busy error: $1 MiB does not fit in /tmp (${avail} KiB free)"
+    return 1
+  fi
+  a=$(i=0; while [ "$i" -lt "$1" ]; do echo /tmp/vigil-busy.a; i=$((i + 1)); done)
+  b=$(i=0; while [ "$i" -lt "$1" ]; do echo /tmp/vigil-busy.b; i=$((i + 1)); done)
+  # 1<> opens without truncating: the same pages are rewritten each pass.
+  (
+    while :; do
+      cat $a 1<>/tmp/vigil-busy 2>/dev/null
+      cat $b 1<>/tmp/vigil-busy 2>/dev/null
+    done
+  ) &
+  echo $! >/run/vigil-busy.pid
+  echo "vigil-guest busy $1 MiB boot=$bootid"
+}
+
 # ACPI power button (QMP system_powerdown): wait for the first input event
 # of the "Power Button" device, then power off.
 (
@@ -358,6 +421,7 @@ bootid=$(cat /proc/sys/kernel/random/uuid)
       panic)
         echo "vigil-guest panic boot=$bootid"
         echo c >/proc/sysrq-trigger ;;
+      busy\ *) busy_start "${line#busy }" ;;
       "") ;;
       *) echo "vigil-guest unknown command: $line" ;;
     esac
@@ -365,6 +429,11 @@ bootid=$(cat /proc/sys/kernel/random/uuid)
 ) </dev/console &  # a background job's stdin is /dev/null otherwise
 
 echo "vigil-guest boot $bootid"
+for a in $(cat /proc/cmdline); do
+  case $a in
+    vigil.busy=*) busy_start "${a#vigil.busy=}" ;;
+  esac
+done
 n=0
 while :; do
   n=$((n + 1))

@@ -17,6 +17,22 @@
 // "vigil-guest poweroff reason=acpi-power-button" or "reason=console".
 // 128 MiB of guest memory is enough.
 //
+// Busy mode, for live-migration benchmarks: with vigil.busy=MiB on the
+// kernel command line (Paths.BusyCmdline), or after the console line
+// "busy MiB", the guest keeps rewriting a MiB-sized file on its RAM-backed
+// /tmp, without pause, with random data that changes every pass, so that a
+// live migration finds those pages dirty again at every pass and must send
+// them again. The guest prints "vigil-guest busy N MiB boot=<bootid>" when
+// the loop starts ("busy 0" stops it: N = 0), or "vigil-guest busy error:
+// ..." when the size is not a number or does not fit in /tmp (about half of
+// the guest's memory; 32 MiB fits in a 128 MiB guest). The loop keeps one
+// vCPU busy.
+//
+// The cache dir is keyed by the script: the first line of its stamp file
+// holds the script's version and its SHA-256, and the script rebuilds the
+// dir when they differ from its own, so an edited script (a new init, say)
+// never runs with an image built by an older one.
+//
 // The power button is watched from just before the "vigil-guest boot" line:
 // a system_powerdown sent earlier in the boot is lost, as on a real guest
 // whose OS is not up yet, so callers should fall back to quit/kill after a
@@ -48,6 +64,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -56,6 +73,10 @@ import (
 
 // ScriptPath is the builder, relative to the repository root.
 const ScriptPath = "scripts/guest-image.sh"
+
+// BusyParam is the kernel command line option of the busy mode:
+// BusyParam + "=MiB" (see BusyCmdline).
+const BusyParam = "vigil.busy"
 
 // ErrUnavailable is wrapped by Ensure's error when the image cannot be built
 // here for want of an input rather than because of a bug: no network to the
@@ -69,6 +90,12 @@ type Paths struct {
 	Initrd  string // OUTDIR/initramfs.cpio.gz
 	Cmdline string // kernel command line for -append, e.g. "console=ttyS0 panic=-1 quiet ..."
 	PVH     bool   // Kernel is the uncompressed PVH vmlinux
+}
+
+// BusyCmdline is p.Cmdline with the busy mode on: the guest keeps
+// dirtying mib MiB of its memory from its boot on (see the package doc).
+func (p Paths) BusyCmdline(mib int) string {
+	return p.Cmdline + " " + BusyParam + "=" + strconv.Itoa(mib)
 }
 
 // DefaultDir is the cache dir for the image: $VIGIL_CACHE_DIR, else

@@ -161,13 +161,19 @@ type guest struct {
 
 func boot(t *testing.T, p Paths) *guest {
 	t.Helper()
+	return bootCmdline(t, p, p.Cmdline)
+}
+
+// bootCmdline boots the guest with the kernel command line cmdline.
+func bootCmdline(t *testing.T, p Paths, cmdline string) *guest {
+	t.Helper()
 	q := needQEMU(t)
 	dir := t.TempDir()
 	g := &guest{t: t, dir: dir, done: make(chan struct{})}
 	g.cmd = exec.Command(q,
 		"-machine", "q35,accel=tcg", "-m", "128",
 		"-nodefaults", "-no-user-config", "-display", "none",
-		"-kernel", p.Kernel, "-initrd", p.Initrd, "-append", p.Cmdline,
+		"-kernel", p.Kernel, "-initrd", p.Initrd, "-append", cmdline,
 		"-chardev", "socket,id=ser0,path="+dir+"/console.sock,server=on,wait=off,logfile="+dir+"/console.log",
 		"-serial", "chardev:ser0",
 		"-qmp", "unix:"+dir+"/qmp.sock,server=on,wait=off",
@@ -282,8 +288,18 @@ func (g *guest) rssKiB() int {
 	return 0
 }
 
-// qmp runs commands on the QMP socket, speaking the protocol raw.
+// qmp runs commands without arguments on the QMP socket.
 func (g *guest) qmp(cmds ...string) {
+	g.t.Helper()
+	for _, cmd := range cmds {
+		g.qmpCall(cmd, nil)
+	}
+}
+
+// qmpCall runs one command with args (nil: none) on the QMP socket,
+// speaking the protocol raw on a connection of its own, and returns its
+// "return" value.
+func (g *guest) qmpCall(cmd string, args any) json.RawMessage {
 	g.t.Helper()
 	var c net.Conn
 	var err error
@@ -302,30 +318,38 @@ func (g *guest) qmp(cmds ...string) {
 	if err != nil || !bytes.Contains(greeting, []byte(`"QMP"`)) {
 		g.t.Fatalf("QMP greeting %q: %v", greeting, err)
 	}
-	for _, cmd := range append([]string{"qmp_capabilities"}, cmds...) {
-		if _, err := c.Write([]byte(`{"execute":"` + cmd + `"}` + "\n")); err != nil {
+	type request struct {
+		Execute   string `json:"execute"`
+		Arguments any    `json:"arguments,omitempty"`
+	}
+	var ret json.RawMessage
+	for _, req := range []request{{Execute: "qmp_capabilities"}, {Execute: cmd, Arguments: args}} {
+		b, _ := json.Marshal(req)
+		if _, err := c.Write(append(b, '\n')); err != nil {
 			g.t.Fatal(err)
 		}
 		for {
 			line, err := r.ReadBytes('\n')
 			if err != nil {
-				g.t.Fatalf("QMP %s: %v", cmd, err)
+				g.t.Fatalf("QMP %s: %v", req.Execute, err)
 			}
 			var resp struct {
 				Return json.RawMessage
 				Error  *struct{ Class, Desc string }
 			}
 			if err := json.Unmarshal(line, &resp); err != nil {
-				g.t.Fatalf("QMP %s: %q: %v", cmd, line, err)
+				g.t.Fatalf("QMP %s: %q: %v", req.Execute, line, err)
 			}
 			if resp.Error != nil {
-				g.t.Fatalf("QMP %s: %s: %s", cmd, resp.Error.Class, resp.Error.Desc)
+				g.t.Fatalf("QMP %s: %s: %s", req.Execute, resp.Error.Class, resp.Error.Desc)
 			}
 			if resp.Return != nil {
+				ret = resp.Return
 				break
 			} // else an event
 		}
 	}
+	return ret
 }
 
 // typeLine writes a line to the serial console. It keeps one connection
