@@ -194,10 +194,10 @@ var suites = []*Suite{
 	},
 	{
 		Name:    "vm",
-		Title:   "Virtual machines: failover and live migration (QEMU, TCG)",
-		About:   "Three agents in network namespaces with the lab fence device and a datastore folder shared by all; `vm1` is the project's busybox test guest (`scripts/guest-image.sh`: 128 MiB, 1 vCPU, TCG, a 64 MiB qcow2 disk on the datastore), whose init prints a counter every second. **Failover**: the node running `vm1` is SIGKILLed with its process group (QEMU dies with it). **Live migration**: `vigil resource move vm1 NODE --wait` to another node, timed by the benchmark (the CLI's wall time), beside QEMU's own total time and downtime (`query-migrate`, as the source's `vigil:vm` recorded them); the guest must keep counting in the same boot on the target. The idle guest does nothing but its counter; the busy one (`vigil.busy=32` on its kernel command line) keeps rewriting 32 MiB of its memory without pause, so that every pass finds those pages dirty again. QEMU's default migration parameters (bandwidth 128 MiB/s, downtime limit 300 ms).",
+		Title:   "Virtual machines: failover, isolation and live migration (QEMU, TCG)",
+		About:   "Three agents in network namespaces with the lab fence device and a datastore folder shared by all; `vm1` is the project's busybox test guest (`scripts/guest-image.sh`: 128 MiB, 1 vCPU, TCG, a 64 MiB qcow2 disk on the datastore), whose init prints a counter every second. **Failover**: the node running `vm1` is SIGKILLed with its process group (QEMU dies with it). **Live migration**: `vigil resource move vm1 NODE --wait` to another node, timed by the benchmark (the CLI's wall time), beside QEMU's own total time and downtime (`query-migrate`, as the source's `vigil:vm` recorded them); the guest must keep counting in the same boot on the target. The idle guest does nothing but its counter; the busy one (`vigil.busy=32` on its kernel command line) keeps rewriting 32 MiB of its memory without pause, so that every pass finds those pages dirty again. QEMU's default migration parameters (bandwidth 128 MiB/s, downtime limit 300 ms). **Isolation**: every network link of `vm1`'s node is cut (the datastore stays), in a lab with no fence device and a 10 s process watchdog: the node loses quorum, shuts `vm1` down (its default isolation response) and says so on the datastore; the DC restarts it elsewhere without waiting for the watchdog.",
 		Pkg:     "./internal/lab/",
-		Benches: []string{"VMFailover", "VMMigration", "VMMigrationBusy"},
+		Benches: []string{"VMFailover", "VMIsolation", "VMMigration", "VMMigrationBusy"},
 		Lab:     true,
 		Netns:   true,
 		Needs:   []string{"qemu-system-x86_64"},
@@ -205,6 +205,8 @@ var suites = []*Suite{
 		Rows: []Row{
 			{"VMFailover", "started", "**VM failover**: SIGKILL of its node → `vm1`'s QEMU running on another node (ground truth)", ""},
 			{"VMFailover", "guest", "VM failover: SIGKILL → the guest counting on the new node (a fresh boot under TCG)", ""},
+			{"VMIsolation", "started", "**VM isolation**: every link of its node cut → `vm1`'s QEMU running on another node (no fence device; watchdog 10 s)", ""},
+			{"VMIsolation", "guest", "VM isolation: links cut → the guest counting on the new node", ""},
 			{"VMMigration", "move", "**live migration, idle guest**: `resource move --wait` (CLI wall time)", ""},
 			{"VMMigration", "qemu-total", "idle guest: QEMU's total migration time", ""},
 			{"VMMigration", "downtime", "idle guest: **downtime** (QEMU)", ""},
