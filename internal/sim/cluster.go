@@ -100,6 +100,10 @@ const (
 	// first probe did not load the configuration, so it could not stop
 	// what the node's records from an earlier incarnation named.
 	bugSelfStopNoConfig
+	// bugReleaseIgnoresIndex: the DC takes a node's isolation claim as
+	// tied to whatever record the node has now, not to the one the claim
+	// names (a release without the node-index guard).
+	bugReleaseIgnoresIndex
 )
 
 // node is one simulated node. disk survives crashes; the rest is the
@@ -202,7 +206,10 @@ type Cluster struct {
 	hash   uint64
 	events int
 
-	sys *system // the whole-system layer (nil with Options.StoreOnly)
+	sys *system  // the whole-system layer (nil with Options.StoreOnly)
+	ds  *dsModel // the shared datastore (nil with Options.StoreOnly)
+	// staleSeen: the stale claims already counted (Report.StaleClaims).
+	staleSeen map[string]bool
 
 	unregister func()
 	closed     bool
@@ -238,6 +245,8 @@ func NewCluster(seed uint64, opts Options) (*Cluster, error) {
 	c.rep = Report{Seed: seed, Nodes: opts.Nodes, SnapshotEvery: c.snapEvery, Leaders: map[uint64]uint64{}}
 	if !opts.StoreOnly {
 		c.sys = newSystem(c)
+		c.ds = newDSModel(c)
+		c.staleSeen = map[string]bool{}
 	}
 
 	var members []store.Member

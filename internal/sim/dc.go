@@ -41,11 +41,14 @@ type simDC struct {
 
 	fencing    map[string]*fenceRun
 	fenceAfter map[string]time.Duration
+	// rel is the release round in progress (datastore.go).
+	rel *releaseRun
 }
 
 // oneShot is one blocking Propose of the DC loop (no retry).
 type oneShot struct {
 	takeover bool
+	release  bool
 	term     uint64
 	id       uint64
 	deadline time.Duration
@@ -124,6 +127,8 @@ func (d *simDC) tick() {
 		}
 		n.p.dcDirty = true // the watch taken before the Propose has fired
 		switch {
+		case b.release:
+			d.releaseDone(b.err)
 		case b.takeover && b.err == nil:
 			d.term, d.seq = b.term, 0
 			c.tracef("%s acts as DC in term %d", n.name, b.term)
@@ -213,6 +218,16 @@ func (d *simDC) round(term uint64) {
 		return
 	}
 	c.rep.Rounds++
+	if d.startRelease(term, v) {
+		return // the round goes on when the releases are done
+	}
+	d.plan(term, v)
+}
+
+// plan is the rest of Controller.round, after releaseRound: schedule,
+// collect, fence, dispatch and commit.
+func (d *simDC) plan(term uint64, v controller.View) {
+	c, n := d.c, d.n
 	now := wall(c.now)
 	snap := v.Snapshot(d.alive, now)
 	plan := scheduler.Compute(snap)
@@ -259,8 +274,8 @@ func (d *simDC) fenceRound(v controller.View, plan *scheduler.Plan, term uint64)
 
 func (d *simDC) startDeviceFence(v controller.View, t controller.FenceTarget, rec model.NodeRecord, term uint64) {
 	c := d.c
-	if v.Config.Properties[model.PropStonithEnabled] == "false" {
-		return
+	if v.Config.Properties[model.PropStonithEnabled] == "false" || c.opts.NoFence {
+		return // (NoFence: no device can fence it)
 	}
 	if d.fencing[t.Node] != nil || c.now < d.fenceAfter[t.Node] {
 		return

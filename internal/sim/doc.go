@@ -58,7 +58,8 @@
 //     tracked). A Propose blocks the loop until applied or timed out (10 s;
 //     5 s for the takeover), as it does.
 //   - Fencing: every node has one fence device (no levels, no device
-//     monitor). As in Controller.startDeviceFence, the DC first commits the
+//     monitor), unless Options.NoFence (no device at all). As in
+//     Controller.startDeviceFence, the DC first commits the
 //     fence's intent (guarded on the DC record; 2 s to commit, else no
 //     fence and a retry after 1 s): a DC cut off from its peers never
 //     fences. A fence takes 0.3-3 s and fails 5% of the time (retry after
@@ -66,7 +67,28 @@
 //     stops; it reboots 1-6 s later) and the DC writes the proof with
 //     ProofOps if still DC in the fence's term. A DC never fences itself.
 //     No node runs a watchdog: the lease Holder and Judge, watchdog proofs
-//     (Config.SelfFenced) and watchdog resets are not modelled.
+//     (Config.SelfFenced) and watchdog resets are not modelled. Without a
+//     fence device (Options.NoFence) the cluster is thus one whose
+//     watchdog is slower than any fault: a lost node's resources come
+//     back only on its isolation release or when it returns.
+//   - The datastore and isolation releases (datastore.go; the agent's
+//     heartbeat.go, controller/isolation.go): one shared datastore, ds1,
+//     in the configuration. Every node writes its heartbeat slot every
+//     second and at once when what it says changes, one write at a time
+//     (datastore.Heartbeater); while self-stopped it says "isolated" and
+//     lists what its self-stop stopped, tied to the store index of its
+//     node record when the self-stop began (executor.Released). The acting
+//     DC reads every slot every 500 ms into the real
+//     datastore.HeartbeatJudge; each round begins with releaseRound:
+//     controller.ReleaseOps for every claim, committed with the isolation
+//     record, guarded on the node record's version and the DC record. The
+//     datastore is modelled: writes land after 1-20 ms (3%: 0.3-3 s),
+//     reads take 2-30 ms (3%: 0.3-2 s) and return the slots as they were
+//     when they began; storage faults cut a node's access (or everyone's)
+//     for 1-10 s, its IO hanging (writes land after the cut) or failing,
+//     half of them aimed at a self-stopped node whose slot holds its
+//     claim, so that claims stop, land late, or stay in a slot after
+//     their node rejoined.
 //   - The executor (Executor.Run, join, reconcile, work, runTask,
 //     runMonitor, refuseStale, probeAll, SelfStop, Rejoin): register a fresh
 //     node record, refuse unanswered tasks, probe every instance (8 at a
@@ -146,16 +168,24 @@
 // -short; `make test` runs 2000, `make test-long` 5000), in parallel, each
 // with SeedOptions(seed): 8 s of faults for the bulk, 30 s for every 10th
 // seed, the quiet class for seed%10 == 5, 3 nodes for seed%3 == 1, the
-// agent's elections for odd seeds. A failing seed prints its report and the
-// command that replays it alone, with its whole trace:
+// agent's elections for odd seeds, no fence device for seed%8 == 3 or 6
+// (there a failed stop waits for the operator, who power-cycles the node
+// after 10 s in the settle phase; Report.ManualReboots). A failing seed
+// prints its report and the command that replays it alone, with its whole
+// trace:
 //
 //	VIGIL_SIM_SEED=NNN go test -count=1 ./internal/sim -run 'TestSimSeeds$' -v
 //
 // TestSimDeterministic runs seeds twice at once and compares the full
 // trace hashes; TestSimCatchesViolation and TestSimNeverTwiceNeedsFencing
 // plant bugs (a fence proof written without the fence, blind monitors, a
-// DC that fences suspect nodes, ...) and require the matching checker to
-// fail within 30 seeds.
+// DC that fences suspect nodes, an isolation release without the
+// node-index guard, ...) and require the matching checker to fail within
+// 30 seeds (60 for the release, whose schedule, a claim read after its
+// node rejoined and runs the instance again, about one 30 s run in ten
+// meets). TestSimReleases checks that the seeded runs release on claims
+// and that the guard refuses stale ones, one of them naming an instance
+// its node runs again (Report.StaleClaimsRunning).
 //
 // # Known issue
 //

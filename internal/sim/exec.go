@@ -50,6 +50,12 @@ type simExec struct {
 	refusing    *refusalRun
 	kick        bool
 
+	// released and releaseIndex are the release claim of the current
+	// self-stop (executor.Released): what it stopped, and the store index
+	// of this node's record when it began.
+	released     map[string]bool
+	releaseIndex uint64
+
 	cfgEpoch uint64
 	conf     model.Config
 	instByID map[string]executor.Instance
@@ -127,6 +133,7 @@ func newSimExec(c *Cluster, n *node) *simExec {
 		c: c, n: n, boot: n.boot,
 		local: map[string]bool{}, lastConfig: map[string]model.Resource{}, stoppedHere: map[string]time.Duration{},
 		active: map[string]bool{}, insts: map[string]*simInst{}, recCache: map[string]cachedRec{},
+		released: map[string]bool{},
 	}
 	e.startJoin(false)
 	return e
@@ -666,6 +673,9 @@ func (e *simExec) endOp(in *simInst, j *sjob) {
 		if res.Code == agents.CodeOK {
 			delete(e.local, in.id)
 			e.stoppedHere[in.id] = c.now
+			if e.selfStopped {
+				e.released[in.id] = true
+			}
 			j.stopped = true
 			c.tracef("%s self-stop: stopped %s", e.n.name, in.id)
 		} else {
@@ -734,6 +744,17 @@ func (e *simExec) localActive() int { return len(e.activeSet(!e.localKnown)) }
 // when the coordinator ends (the agent's SelfStop returning).
 func (e *simExec) beginSelfStop(why string, onDone func()) {
 	c := e.c
+	if !e.selfStopped {
+		// A new isolation episode: its claim is tied to this node's
+		// record as seen now.
+		clear(e.released)
+		e.releaseIndex = 0
+		e.n.core.Read(func(s *store.State) {
+			if it, ok := s.Get(clusterstate.NodeKey(e.n.name)); ok {
+				e.releaseIndex = it.Index
+			}
+		})
+	}
 	e.selfStopped = true
 	e.rejoinWanted = false
 	e.stopGen++
@@ -845,6 +866,22 @@ func (e *simExec) stepCoord() {
 	}
 }
 
+// releasedClaim is executor.Released: the instances this self-stop has
+// stopped (and not found active since), and the node record's index they
+// are tied to; nothing while not self-stopped or without a known record.
+func (e *simExec) releasedClaim() (insts []string, nodeIndex uint64) {
+	if !e.selfStopped || e.releaseIndex == 0 {
+		return nil, 0
+	}
+	for inst := range e.released {
+		if !e.local[inst] {
+			insts = append(insts, inst)
+		}
+	}
+	slices.Sort(insts)
+	return insts, e.releaseIndex
+}
+
 func (e *simExec) rejoin() {
 	if e.selfStopped {
 		e.rejoinWanted = true
@@ -873,6 +910,10 @@ type joinRun struct {
 }
 
 func (e *simExec) startJoin(again bool) {
+	// From here on this incarnation may run things again: it claims no
+	// release any more (the register below voids the claims written).
+	clear(e.released)
+	e.releaseIndex = 0
 	e.phase = exJoin
 	e.join = &joinRun{gen: e.stopGen, again: again}
 	if again {

@@ -23,7 +23,8 @@ func primitive(id string) model.Resource {
 	}}
 }
 
-// initialConfig: three primitives, a group of two and a clone of two.
+// initialConfig: three primitives, a group of two and a clone of two; the
+// datastore ds1.
 func initialConfig(c *model.Config) {
 	for i := 1; i <= 3; i++ {
 		c.Resources = append(c.Resources, primitive(fmt.Sprintf("r%d", i)))
@@ -31,6 +32,7 @@ func initialConfig(c *model.Config) {
 	c.Resources = append(c.Resources, primitive("ga"), primitive("gb"), primitive("cr"))
 	c.Groups = append(c.Groups, model.Group{ID: "g", Resources: []string{"ga", "gb"}})
 	c.Clones = append(c.Clones, model.Clone{ID: "c", Of: "cr", Max: 2})
+	c.Datastores = append(c.Datastores, model.Datastore{Name: dsName, Path: dsPath})
 }
 
 func cloneConfig(c model.Config) model.Config {

@@ -57,6 +57,14 @@ type Options struct {
 	// NoWorkarounds leaves out the operator's workaround for a known
 	// issue (a stop failed on the DC's own node: see doc.go).
 	NoWorkarounds bool
+	// NoFence: the cluster has no fence device. A lost node's resources
+	// are recovered on its release claim (datastore.go) or when it comes
+	// back, never by a fence.
+	NoFence bool
+	// StorageFaultEvery is the mean time between storage faults (a node,
+	// or everyone, loses the datastore for a while); default 3s. The quiet
+	// class has none.
+	StorageFaultEvery time.Duration
 
 	bug bug // test-only: a planted fault (see bug)
 }
@@ -99,6 +107,9 @@ func (o Options) withDefaults() Options {
 	if o.OperateEvery == 0 {
 		o.OperateEvery = 3 * time.Second
 	}
+	if o.StorageFaultEvery == 0 {
+		o.StorageFaultEvery = 3 * time.Second
+	}
 	return o
 }
 
@@ -106,7 +117,7 @@ func (o Options) validate() error {
 	switch {
 	case o.Nodes < 1 || o.Nodes > 9:
 		return fmt.Errorf("sim: nodes %d: want 1 to 9", o.Nodes)
-	case o.Duration < 0 || o.Settle < 0 || o.FaultEvery < 0 || o.WriteEvery < 0 || o.FailEvery < 0 || o.OperateEvery < 0:
+	case o.Duration < 0 || o.Settle < 0 || o.FaultEvery < 0 || o.WriteEvery < 0 || o.FailEvery < 0 || o.OperateEvery < 0 || o.StorageFaultEvery < 0:
 		return errors.New("sim: durations must not be negative")
 	case o.ElectionTick < 2:
 		return fmt.Errorf("sim: election tick %d: want at least 2", o.ElectionTick)
@@ -157,9 +168,19 @@ type Report struct {
 	AgentKills, Starts, Stops, SelfStops, Rounds, Tasks     int
 	Fences, FenceFailures, PowerOffs, Proofs, MonitorFaults int
 	OpProposed, OpRefused, OpAcked                          int
+	// The datastore: storage faults injected, isolation releases
+	// committed, and stale claims (read after the node record they name
+	// was replaced) that would have released an instance without the
+	// node-index guard.
+	StorageCuts, Releases, StaleClaims int
+	// StaleClaimsRunning counts the stale claims that name an instance
+	// then running on the node.
+	StaleClaimsRunning int
 	// Workarounds counts the operator's restarts of a DC's agent whose
-	// own node has a failed stop (a known issue; see doc.go).
-	Workarounds int
+	// own node has a failed stop (a known issue; see doc.go);
+	// ManualReboots his power cycles of a node with a failed stop in a
+	// cluster without a fence device.
+	Workarounds, ManualReboots int
 	// WarmAt is when the quiet class found every resource placed and began
 	// to watch for false failovers (0: never, or not the quiet class).
 	WarmAt time.Duration
@@ -191,8 +212,13 @@ func (r Report) String() string {
 		r.AgentKills, r.Rounds, r.Tasks, r.Starts, r.Stops, r.SelfStops, r.MonitorFaults, fmtTime(r.RecoverTime))
 	fmt.Fprintf(&b, "fencing: %d started, %d failed, %d power-offs, %d proofs; operator: %d changes, %d refused, %d acked\n",
 		r.Fences, r.FenceFailures, r.PowerOffs, r.Proofs, r.OpProposed, r.OpRefused, r.OpAcked)
+	fmt.Fprintf(&b, "datastore: %d storage cuts, %d releases, %d stale claims refused (%d naming an instance running)\n",
+		r.StorageCuts, r.Releases, r.StaleClaims, r.StaleClaimsRunning)
 	if r.Workarounds > 0 {
 		fmt.Fprintf(&b, "known issue: %d agent restarts of a DC whose node has a failed stop\n", r.Workarounds)
+	}
+	if r.ManualReboots > 0 {
+		fmt.Fprintf(&b, "no fence device: %d manual power cycles of a node with a failed stop\n", r.ManualReboots)
 	}
 	fmt.Fprintf(&b, "trace: %d events, hash %016x\n", r.Events, r.TraceHash)
 	for _, t := range r.Trace {
@@ -226,6 +252,7 @@ func Run(seed uint64, opts Options) (rep Report, err error) {
 	if c.sys != nil {
 		d.nextFail = c.between(c.opts.FailEvery/2, 2*c.opts.FailEvery)
 		d.nextOp = c.between(c.opts.OperateEvery/2, 2*c.opts.OperateEvery)
+		d.nextStorage = c.between(c.opts.StorageFaultEvery/2, 2*c.opts.StorageFaultEvery)
 	}
 	for c.now < c.opts.Duration && c.err == nil {
 		d.faults()
@@ -263,16 +290,24 @@ func (c *Cluster) settle(limit time.Duration) {
 		// Known issue (see doc.go): a failed stop on the DC's own node
 		// waits for a fence that no DC gives. The operator's way out is
 		// to restart the agent there, so that another node becomes DC.
-		switch dc := c.sys.stuckDC(); {
-		case dc == nil:
+		// Without a fence device a failed stop on any node waits for the
+		// operator: he power-cycles the node (a manual fence).
+		switch n := c.sys.stopFailed(!c.opts.NoFence); {
+		case n == nil:
 			stuckSince = -1
 		case stuckSince < 0:
 			stuckSince = c.now
+		case c.now-stuckSince >= 10*time.Second && !c.opts.NoWorkarounds && c.opts.NoFence:
+			c.rep.ManualReboots++
+			c.tracef("operator: a stop failed on %s and no fence device can fence it: power-cycling it", n.name)
+			c.powerOff(n)
+			n.rebootAt = c.now + c.between(rebootTime[0], rebootTime[1])
+			stuckSince = -1
 		case c.now-stuckSince >= 10*time.Second && !c.opts.NoWorkarounds:
 			c.rep.Workarounds++
-			c.tracef("operator: a stop failed on DC %s, which never fences itself: restarting its agent", dc.name)
-			c.KillAgent(dc.idx)
-			c.Restart(dc.idx)
+			c.tracef("operator: a stop failed on DC %s, which never fences itself: restarting its agent", n.name)
+			c.KillAgent(n.idx)
+			c.Restart(n.idx)
 			stuckSince = -1
 		}
 		c.RunFor(TickInterval)
@@ -316,6 +351,8 @@ type driver struct {
 	nextFail  time.Duration
 	nextOp    time.Duration
 	nextConf  time.Duration
+	// nextStorage is when the next storage fault comes.
+	nextStorage time.Duration
 }
 
 // system drives the whole-system layer: the initial configuration, the
@@ -361,6 +398,33 @@ func (d *driver) system() {
 			c.tracef("fault: %s breaks on %s", inst, name)
 		}
 	}
+	if c.now >= d.nextStorage {
+		d.nextStorage = c.now + c.between(c.opts.StorageFaultEvery/2, c.opts.StorageFaultEvery*3/2)
+		d.storage()
+	}
+}
+
+// storage cuts a node's access to the datastore, or everyone's, for 1-10
+// s. Half the time, when a self-stopped node's slot holds its release
+// claim, it is one of those: when the cut outlasts its return, the DC
+// goes on reading its old claim while it rejoins and runs things again
+// (which the node-index guard must refuse).
+func (d *driver) storage() {
+	c := d.c
+	var iso []int
+	for _, n := range c.n {
+		if rec := c.ds.slots[n.name]; n.up && n.p != nil && n.p.ex.selfStopped && len(rec.Released) > 0 {
+			iso = append(iso, n.idx)
+		}
+	}
+	i := c.rng.IntN(len(c.n))
+	switch {
+	case len(iso) > 0 && c.chance(0.5):
+		i = iso[c.rng.IntN(len(iso))]
+	case c.chance(0.15):
+		i = -1
+	}
+	c.StorageCut(i, c.between(dsCutTime[0], dsCutTime[1]), c.chance(0.5))
 }
 
 func (d *driver) faults() {

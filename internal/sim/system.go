@@ -133,10 +133,12 @@ type proc struct {
 	// executor / the DC last looked.
 	exDirty, dcDirty bool
 	own              []string // key prefixes of this node's status
+	// hb is the agent's datastore heartbeat loop (datastore.go).
+	hb *hbAgent
 }
 
 func (s *system) newProc(n *node) *proc {
-	p := &proc{n: n, exDirty: true, dcDirty: true, own: []string{
+	p := &proc{n: n, exDirty: true, dcDirty: true, hb: newHBAgent(), own: []string{
 		clusterstate.PrefixTasks + n.name + "/", clusterstate.PrefixResults + n.name + "/",
 		clusterstate.PrefixRecords + n.name + "/", clusterstate.NodeKey(n.name),
 		clusterstate.PrefixCleanup + n.name + "/", clusterstate.PrefixRestart + n.name + "/",
@@ -197,6 +199,7 @@ func (s *system) step() {
 			c.Restart(n.idx) // back after the fence's power cycle
 		}
 	}
+	c.ds.step()
 	for _, n := range c.n {
 		if !n.up || n.p == nil {
 			continue
@@ -210,6 +213,7 @@ func (s *system) step() {
 		if n.p == nil {
 			continue
 		}
+		n.p.hbTick()
 		n.p.dc.tick()
 	}
 	if c.opts.Quiet && !s.warm && c.now-s.lastCheck >= 500*time.Millisecond && s.configured {
@@ -442,9 +446,13 @@ func (s *system) recovered() (bool, string) {
 
 // stuckDC returns the DC when one of its own node's resources has a failed
 // stop: the plan wants that node fenced, and a DC never fences itself.
-func (s *system) stuckDC() *node {
+func (s *system) stuckDC() *node { return s.stopFailed(true) }
+
+// stopFailed returns a node (the DC, with dcOnly) one of whose resources
+// has a failed stop, as its own records say.
+func (s *system) stopFailed(dcOnly bool) *node {
 	for _, n := range s.c.n {
-		if !n.up || !n.leader || !n.quorate || n.p == nil {
+		if !n.up || n.p == nil || (dcOnly && (!n.leader || !n.quorate)) {
 			continue
 		}
 		stuck := false
