@@ -185,7 +185,10 @@ func (e *Executor) activeSetLocked(records bool) map[string]bool {
 	if records {
 		e.cfg.Store.Read(func(s *store.State) {
 			for inst, r := range e.recordsOf(s) {
-				if r.State != model.StateStopped {
+				// A record the current self-stop has answered with a
+				// stop that succeeded is out of date (a self-stop cannot
+				// write it): the instance is not active.
+				if r.State != model.StateStopped && !e.released[inst] {
 					set[inst] = true
 				}
 			}

@@ -33,14 +33,18 @@ func TestSelfStopBeforeFirstProbe(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	// NB: SelfStop still reports r1 active, and LocalActive stays 1: before
-	// the first probe the node's records count, and a self-stop cannot
-	// write them. (The agent then retries the self-stop while quorum is
-	// lost, and with a watchdog stops petting it once the lease lapses.)
-	err := second.ex.SelfStop(ctx, "test: quorum lost")
-	t.Logf("SelfStop: %v; LocalActive after: %d", err, second.ex.LocalActive())
+	// Before the first probe the node's records count as active; the
+	// self-stop cannot rewrite them, but a stop of its own that succeeded
+	// answers them: nothing is active after it, so the agent need not
+	// retry it nor let its watchdog reset the node.
+	if err := second.ex.SelfStop(ctx, "test: quorum lost"); err != nil {
+		t.Fatalf("SelfStop: %v", err)
+	}
 	if h.runs("r1") {
 		t.Fatal("the self-stop left r1 running")
+	}
+	if n := second.ex.LocalActive(); n != 0 {
+		t.Fatalf("LocalActive %d after the self-stop, want 0", n)
 	}
 	if at, ok := second.ex.StoppedHere()["r1"]; !ok || at.IsZero() {
 		t.Fatalf("StoppedHere: %v", second.ex.StoppedHere())
