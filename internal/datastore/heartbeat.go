@@ -43,8 +43,8 @@ type HeartbeatRecord struct {
 	// node ever starts it again.
 	Released []string `json:"released,omitempty"`
 	// NodeIndex ties Released to one version of the node's record in the
-	// cluster's store (its store index, as the node saw it when it lost
-	// quorum): the claim holds while the record is still that one. A node
+	// cluster's store (its store index, as the node sees it while it is
+	// self-stopped): the claim holds while the record is still that one. A node
 	// writes its record anew before it runs anything again, which voids
 	// the claim, however late this heartbeat is read. Zero with no claim.
 	NodeIndex uint64 `json:"node_index,omitempty"`

@@ -174,11 +174,9 @@ type Executor struct {
 	local        map[string]bool
 	lastConfig   map[string]model.Resource // of the last task per instance
 	stoppedHere  map[string]time.Time      // what self-stops stopped
-	// released: the instances the current self-stop has stopped, and
-	// releaseIndex the store index of this node's record as this node saw
-	// it when the self-stop began (see Released).
-	released     map[string]bool
-	releaseIndex uint64
+	// released: the instances self-stops have stopped since the last
+	// registration (see Released).
+	released map[string]bool
 	// kept: the instances the current self-stop left running (the
 	// isolation response leave-running).
 	kept map[string]bool
@@ -329,14 +327,6 @@ func (e *Executor) join(ctx context.Context) error {
 		e.joinCancel = nil
 		e.mu.Unlock()
 	}()
-	// From here on this incarnation may run things again: it claims no
-	// release any more. (Claims already written name the node record as
-	// it was; the register below writes a new one, which voids them.)
-	e.mu.Lock()
-	clear(e.released)
-	clear(e.kept)
-	e.releaseIndex = 0
-	e.mu.Unlock()
 	reason := RefusedRestarted
 	if again {
 		reason = RefusedSelfStopped
@@ -345,6 +335,14 @@ func (e *Executor) join(ctx context.Context) error {
 	if err := e.updateNode(jctx, "register", true, func(*model.NodeRecord) {}); err != nil {
 		return err
 	}
+	// Registered: this incarnation may run things again, so it claims no
+	// release any more. Claims already written name the node record as it
+	// was before this write, which voids them; until it committed they
+	// still held (a failed join keeps them).
+	e.mu.Lock()
+	clear(e.released)
+	clear(e.kept)
+	e.mu.Unlock()
 	if err := e.refuseStale(jctx, reason); err != nil {
 		return err
 	}

@@ -98,19 +98,28 @@ func (e *Executor) StoppedHere() map[string]time.Time {
 }
 
 // Released is this node's release claim while it is self-stopped: the
-// instances its self-stop has stopped (each really stopped, any disk lease
-// let go), and the store index of this node's record as it saw it when
-// the self-stop began. The claim is what the node writes to its datastore
-// heartbeat for the DC, which may then recover those instances at once
-// instead of waiting for a fence or the watchdog. It stays true for as
+// instances its self-stops have stopped since it last registered (each
+// really stopped, any disk lease let go), and the store index of this
+// node's record as it sees it now. The claim is what the node writes to its
+// datastore heartbeat for the DC, which may then recover those instances at
+// once instead of waiting for a fence or the watchdog. It stays true for as
 // long as the node record keeps that index: a self-stopped executor runs
-// nothing, and it rejoins only by registering, which writes the record
-// anew before any task (and refuses every unanswered one). Empty while
-// not self-stopped, or when the record was not known (index 0).
+// nothing, and it runs something again only after rejoining, whose
+// registration writes the record anew (and clears the set) before any task,
+// refusing every unanswered one. Empty while not self-stopped, or when the
+// record is not known.
 func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if !e.selfStopped || e.releaseIndex == 0 {
+	if !e.selfStopped {
+		return nil, 0
+	}
+	e.cfg.Store.Read(func(s *store.State) {
+		if it, ok := s.Get(clusterstate.NodeKey(e.cfg.Node)); ok {
+			nodeIndex = it.Index
+		}
+	})
+	if nodeIndex == 0 {
 		return nil, 0
 	}
 	for inst := range e.released {
@@ -119,7 +128,7 @@ func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 		}
 	}
 	slices.Sort(insts)
-	return insts, e.releaseIndex
+	return insts, nodeIndex
 }
 
 // keptLocked asks inst's agent whether it keeps inst running through an
@@ -218,18 +227,6 @@ func (e *Executor) beginSelfStopLocked(why string) <-chan struct{} {
 		e.log.Error("executor: SELF-STOP: stopping every resource on this node without the cluster; it will rejoin and probe before running anything again", "why", why)
 	} else {
 		e.log.Warn("executor: self-stop requested again", "why", why)
-	}
-	if !e.selfStopped {
-		// A new isolation episode: what it stops is claimed released
-		// against this node's record as seen now. A later write to the
-		// record (the rejoin's register, a proof) voids the claim.
-		clear(e.released)
-		e.releaseIndex = 0
-		e.cfg.Store.Read(func(s *store.State) {
-			if it, ok := s.Get(clusterstate.NodeKey(e.cfg.Node)); ok {
-				e.releaseIndex = it.Index
-			}
-		})
 	}
 	e.selfStopped = true
 	e.rejoinWanted = false

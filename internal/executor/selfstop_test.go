@@ -382,3 +382,38 @@ func TestSelfStopLeavesKeptInstancesRunning(t *testing.T) {
 		t.Fatalf("UnguardedActive without the agent's guard: %d, want 1", n)
 	}
 }
+
+// A rejoin whose registration cannot commit yet keeps the release claim
+// (the node record is still the one it names: nothing can have run); once
+// the registration commits, the claim is gone, and the record is a new one.
+func TestReleaseClaimLastsUntilTheRegistration(t *testing.T) {
+	h := newHarness(t)
+	r1 := dummy("r1")
+	h.resource(r1)
+	fl := &flaky{Node: h.node}
+	ex := h.start(func(c *Config) { c.Store = fl })
+	h.waitProbed(ex)
+	h.startRunning(r1)
+	before := h.nodeRecord()
+
+	fl.down.Store(true)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := ex.ex.SelfStop(ctx, "test: quorum lost"); err != nil {
+		t.Fatal(err)
+	}
+	refusals := fl.refusals.Load()
+	ex.ex.Rejoin()
+	eventually(t, "a registration attempt", func() bool { return fl.refusals.Load() > refusals })
+	if insts, idx := ex.ex.Released(); !slices.Equal(insts, []string{"r1"}) || idx != before.Index {
+		t.Fatalf("during a rejoin that cannot register: released %v at %d, want [r1] at %d", insts, idx, before.Index)
+	}
+	fl.down.Store(false)
+	h.waitProbed(ex)
+	if insts, idx := ex.ex.Released(); insts != nil || idx != 0 {
+		t.Fatalf("after the rejoin: released %v at %d", insts, idx)
+	}
+	if h.nodeRecord().Index == before.Index {
+		t.Fatal("the rejoin did not write the node record anew")
+	}
+}
