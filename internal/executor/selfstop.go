@@ -105,9 +105,11 @@ func (e *Executor) StoppedHere() map[string]time.Time {
 // once instead of waiting for a fence or the watchdog. It stays true for as
 // long as the node record keeps that index: a self-stopped executor runs
 // nothing, and it runs something again only after rejoining, whose
-// registration writes the record anew (and clears the set) before any task,
-// refusing every unanswered one. Empty while not self-stopped, or when the
-// record is not known.
+// registration writes the record anew (then clears the set) and whose
+// "probed" write rewrites it once more before any task, refusing every
+// unanswered one: a claim read just before the clear names the
+// registration's record, which the probed write voids before anything
+// runs. Empty while not self-stopped, or when the record is not known.
 func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
