@@ -221,15 +221,17 @@ func start(ctx context.Context, f *config.File, log *slog.Logger) (a *Agent, err
 			return nil, err
 		}
 		ecfg := executor.Config{Node: self.Name, BootID: a.bootID, Store: a.node, Agents: a.agents, Log: a.log, Watchdog: a.watchdogInfo()}
+		ecfg.Survivors = a.agents.Survivors
 		if a.wd != nil {
 			ecfg.Lease = a.holdsLease
+			ecfg.KeepMargin = keepMargin(a.wd.Timeout())
 		}
 		a.exec = executor.New(ecfg)
 		a.fencer = fencing.NewRunner(fencing.Options{Logger: a.log})
 		a.ctrl = controller.New(controller.Config{
 			Self: self.Name, Store: a.node, Alive: a.alive, Quorate: a.quorate, Log: a.log,
 			Fencer: a.fencer, SelfFenced: a.selfFenced, Releases: a.releaseClaims,
-			HandOver: func(ctx context.Context, why string) bool { return a.transferLeadership(ctx, why) },
+			HandOver: a.transferLeadership,
 		})
 		if a.wd != nil {
 			pctx, stop := context.WithCancel(context.Background())
@@ -683,16 +685,16 @@ func (a *Agent) handOffLeadership(ctx context.Context) {
 	if !a.isWitness() || st.Lead != st.ID {
 		return
 	}
-	a.transferLeadership(ctx, "witness is raft leader")
+	a.transferLeadership(ctx, "witness is raft leader", nil)
 }
 
 // transferLeadership hands raft leadership (and so the DC role) to a live
-// voter that runs resources, other than this node. It reports whether it
-// found one.
-func (a *Agent) transferLeadership(ctx context.Context, why string) bool {
+// voter that runs resources, other than this node and those in avoid. It
+// reports whether it found one.
+func (a *Agent) transferLeadership(ctx context.Context, why string, avoid []string) bool {
 	st := a.node.Status()
 	for _, m := range a.members() {
-		if m.Role == store.RoleWitness || m.ID == st.ID || !slices.Contains(st.Voters, m.ID) {
+		if m.Role == store.RoleWitness || m.ID == st.ID || !slices.Contains(st.Voters, m.ID) || slices.Contains(avoid, m.Name) {
 			continue
 		}
 		if ns, ok := a.mship.Node(m.Name); ok && ns.Status.IsMember() {

@@ -47,6 +47,13 @@ const leaseEvery = 25 * time.Millisecond
 // the lease lapse, and then the watchdog finishes the job.
 func selfStopMargin(leaseDuration time.Duration) time.Duration { return leaseDuration / 4 }
 
+// keepMargin is how long an instance left running while this node is cut
+// off must stay guarded by its disk lease from now for the node to keep
+// petting a watchdog of timeout t: were the agent to freeze right after a
+// pet, the reset lands within t (plus the pet's own latency), before the
+// lease could be taken over (the lease's Margin covers the rest).
+func keepMargin(t time.Duration) time.Duration { return t + 100*time.Millisecond }
+
 // selfStopBudget bounds one self-stop attempt (stops have their own
 // timeouts; the watchdog does not wait for them).
 const selfStopBudget = 5 * time.Minute
@@ -312,7 +319,14 @@ func (a *Agent) leaseTick(ctx context.Context) {
 	if a.exec == nil {
 		return
 	}
-	unguarded, _ := a.exec.UnguardedActive(time.Now())
+	// An instance left running whose guard no longer outlasts a reset is
+	// stopped by a self-stop again (which keeps only what it may).
+	unguarded := 0
+	if a.wd != nil {
+		unguarded, _ = a.exec.UnguardedActive(time.Now().Add(keepMargin(a.wd.Timeout())))
+	} else {
+		unguarded, _ = a.exec.UnguardedActive(time.Now())
+	}
 	switch {
 	case ending && !stopping && (unguarded > 0 || (!a.exec.SelfStopped() && a.exec.LocalActive() > 0)):
 		a.startSelfStop(ctx, quorate)
@@ -397,7 +411,7 @@ func (a *Agent) petOnce() bool {
 	// could take the disk over.
 	active := 0
 	if a.exec != nil {
-		active, _ = a.exec.UnguardedActive(time.Now().Add(a.wd.Timeout() * 5 / 4))
+		active, _ = a.exec.UnguardedActive(time.Now().Add(keepMargin(a.wd.Timeout())))
 	}
 	now := a.mship.Now()
 	l.mu.Lock()

@@ -94,6 +94,13 @@ type IsolationKeeper interface {
 	KeepsRunning(resource string) (guardedUntil time.Time, ok bool)
 }
 
+// SurvivorLister is implemented by agents whose resources outlive the
+// agent's process (vigil:vm's QEMU): Survivors lists those running on this
+// node, known to this process or not.
+type SurvivorLister interface {
+	Survivors() []string
+}
+
 // Result is the outcome of one action.
 type Result struct {
 	// Code is the agent's exit code, or CodeTimeout, CodeCanceled,

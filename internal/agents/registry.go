@@ -143,6 +143,20 @@ func (r *Registry) Get(spec string) (Agent, error) {
 	return a, nil
 }
 
+// Survivors lists the instances of the built-in agents whose processes run
+// on this node (SurvivorLister), whether or not this process started or
+// attached to them. Only vigil:vm has any.
+func (r *Registry) Survivors() []string {
+	a, err := r.Get(ClassVigil + ":" + TypeVM)
+	if err != nil {
+		return nil
+	}
+	if l, ok := a.(SurvivorLister); ok {
+		return l.Survivors()
+	}
+	return nil
+}
+
 // SetNotify implements Notifier: fn is given to every agent that is a
 // Notifier, those created already and those created later.
 func (r *Registry) SetNotify(fn func(resource string)) {

@@ -1040,6 +1040,23 @@ func (a *vmAgent) acquireLease(ctx context.Context, cfg vmConfig, req Request) (
 	return datastore.Acquire(ctx, cfg.leaseRoot, req.Resource, a.holder(req), opts)
 }
 
+// Survivors implements SurvivorLister: the resources whose QEMU runs in
+// this node's state folder, attached or not (one that outlived an agent
+// restart is not attached until a probe or monitor looks).
+func (a *vmAgent) Survivors() []string {
+	entries, err := os.ReadDir(a.dir)
+	if err != nil {
+		return nil
+	}
+	var out []string
+	for _, e := range entries {
+		if e.IsDir() && qemu.Running(filepath.Join(a.dir, e.Name())) {
+			out = append(out, e.Name())
+		}
+	}
+	return out
+}
+
 // KeepsRunning implements IsolationKeeper: a VM running here under a disk
 // lease that says leave-running is left running when this node is
 // isolated, and guarded until the lease's validity.

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -892,5 +893,26 @@ func TestVMIsolationResponseParam(t *testing.T) {
 	// Without a disk lease nothing makes leaving it running safe.
 	if _, err := parseVMParams("vm1", map[string]string{"isolation_response": "leave-running", "disk": "/var/lib/vm1.qcow2"}, nil); err == nil || !strings.Contains(err.Error(), "needs a disk on a datastore") {
 		t.Errorf("leave-running without a datastore disk: %v", err)
+	}
+}
+
+// Survivors lists a QEMU that outlived its agent (a new agent on the same
+// state folder has not attached to it yet), and nothing once it stopped.
+func TestVMSurvivorsAfterAgentRestart(t *testing.T) {
+	needVMTools(t)
+	root := newTestDatastore(t, "vm1.qcow2")
+	state := t.TempDir()
+	first := newVMNode(t, "n1", state, root)
+	p := stubParams("vm1.qcow2")
+	run(t, first.a, first.req("vm1", ActionStart, p, nil), CodeOK)
+	first.a.detachAll() // the agent dies; QEMU runs on
+	again := newVMNode(t, "n1", state, root)
+	again.cleanupVM(t, "vm1", p)
+	if got := again.a.Survivors(); !slices.Equal(got, []string{"vm1"}) {
+		t.Fatalf("survivors after an agent restart: %v, want [vm1]", got)
+	}
+	run(t, again.a, again.req("vm1", ActionStop, p, nil), CodeOK)
+	if got := again.a.Survivors(); len(got) != 0 {
+		t.Fatalf("survivors after the stop: %v", got)
 	}
 }

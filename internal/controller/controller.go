@@ -63,9 +63,10 @@ type Config struct {
 	// Releases returns the isolation claims read from the datastore
 	// heartbeats (isolation.go; nil: none).
 	Releases func() []ReleaseClaim
-	// HandOver asks for another node to become DC (raft leadership
-	// transfer) and reports whether one could be asked (nil: never).
-	HandOver func(ctx context.Context, why string) bool
+	// HandOver asks for another node, none of avoid, to become DC (raft
+	// leadership transfer) and reports whether one could be asked (nil:
+	// never).
+	HandOver func(ctx context.Context, why string, avoid []string) bool
 }
 
 // Controller is the DC's loop.

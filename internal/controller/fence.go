@@ -142,7 +142,7 @@ func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Pla
 			// the proof uncommitted. Another node's DC will, so it hands
 			// the role over (a stop that failed here would otherwise
 			// block its resource for good).
-			c.handOver(ctx, t)
+			c.handOver(ctx, t, targets)
 			continue
 		}
 		rec := v.NodeRecords[t.node]
@@ -174,21 +174,29 @@ func (c *Controller) fenceRound(ctx context.Context, v View, plan *scheduler.Pla
 const handOverEvery = 5 * time.Second
 
 // handOver asks for another node to become DC because this DC's own node
-// must be fenced (t), at most once per handOverEvery.
-func (c *Controller) handOver(ctx context.Context, t target) {
+// must be fenced (t), at most once per handOverEvery, to a node that is
+// not itself one of this round's targets.
+func (c *Controller) handOver(ctx context.Context, t target, targets []target) {
 	if c.cfg.HandOver == nil {
 		return
 	}
 	now := c.cfg.Now()
 	c.mu.Lock()
-	if now.Sub(c.handedOver) < handOverEvery {
+	// Not while this DC fences another node: its outcome would be
+	// dropped ("no longer DC") and the next DC would fence it again.
+	if now.Sub(c.handedOver) < handOverEvery || len(c.fencing) > 0 {
 		c.mu.Unlock()
 		return
 	}
 	c.handedOver = now
 	c.mu.Unlock()
 	why := "this DC's node must be fenced (" + t.reason + "): another DC will fence it"
-	if !c.cfg.HandOver(ctx, why) {
+	// Never to a node that must be fenced itself: it would hand back.
+	var avoid []string
+	for _, o := range targets {
+		avoid = append(avoid, o.node)
+	}
+	if !c.cfg.HandOver(ctx, why, avoid) {
 		c.log.Error("this DC's node must be fenced, and no other live node can take the DC role: its resources stay blocked", "reason", t.reason)
 	}
 }

@@ -19,7 +19,7 @@ func TestDCHandsOverWhenItsNodeMustBeFenced(t *testing.T) {
 	var whys []string
 	w := newWorld(t, func(c *Config) {
 		c.Fencer = &fakeFencer{ok: true}
-		c.HandOver = func(_ context.Context, why string) bool {
+		c.HandOver = func(_ context.Context, why string, avoid []string) bool {
 			mu.Lock()
 			whys = append(whys, why)
 			mu.Unlock()

@@ -136,6 +136,17 @@ type Config struct {
 	// Lease reports whether the node holds its lease (nil: always). A
 	// start or migrate_from is refused while it does not.
 	Lease func() bool
+	// Survivors lists the instances whose processes run on this node
+	// outside this incarnation's knowledge (a QEMU that outlived an agent
+	// restart): before the first probe they count as active, like the
+	// node's records, so that a node that restarts its agent while cut
+	// off neither pets its watchdog nor forgets to stop them.
+	Survivors func() []string
+	// KeepMargin: a self-stop leaves an instance running for its agent
+	// (agents.IsolationKeeper) only while its guard lasts at least this
+	// long from now; the agent sets it a little above its watchdog's
+	// timeout.
+	KeepMargin time.Duration
 }
 
 // Executor runs actions and monitors on one node. Create it with New, run

@@ -133,6 +133,45 @@ func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 	return insts, nodeIndex
 }
 
+// keepLocked takes out of targets the instances the self-stop leaves
+// running (the isolation response leave-running, agents.IsolationKeeper):
+// those whose guard lasts at least Config.KeepMargin from now (else the
+// node's watchdog would have to reset the node for them: stopping is
+// better), and that depend on no other active instance here (which would
+// be stopped under them, or keep the node unguarded). Called with e.mu
+// held.
+func (e *Executor) keepLocked(targets map[string]bool) {
+	before := stopsBefore(targets, e.instByID, e.conf)
+	dependsOnActive := func(inst string) bool {
+		for a, bs := range before {
+			if a != inst && slices.Contains(bs, inst) {
+				return true
+			}
+		}
+		return false
+	}
+	now := e.cfg.Now()
+	for _, inst := range slices.Sorted(maps.Keys(targets)) {
+		until, ok := e.keptLocked(inst)
+		if !ok {
+			continue
+		}
+		switch {
+		case until.Before(now.Add(e.cfg.KeepMargin)):
+			e.log.Error("executor: self-stop: cannot leave it running (leave-running): its disk lease does not outlast a watchdog reset; stopping it instead",
+				"resource", inst, "guarded_for", until.Sub(now).Round(time.Millisecond), "needed", e.cfg.KeepMargin)
+		case dependsOnActive(inst):
+			e.log.Error("executor: self-stop: cannot leave it running (leave-running): it depends on other resources active here; stopping it instead", "resource", inst)
+		default:
+			delete(targets, inst)
+			if !e.kept[inst] {
+				e.kept[inst] = true
+				e.log.Warn("executor: self-stop: left running (isolation response leave-running; its disk lease guards it)", "resource", inst)
+			}
+		}
+	}
+}
+
 // keptLocked asks inst's agent whether it keeps inst running through an
 // isolation, and until when that is guarded. Called with e.mu held.
 func (e *Executor) keptLocked(inst string) (time.Time, bool) {
@@ -194,6 +233,13 @@ func (e *Executor) activeSetLocked(records bool) map[string]bool {
 		}
 	}
 	if records {
+		if e.cfg.Survivors != nil {
+			for _, inst := range e.cfg.Survivors() {
+				if !e.released[inst] {
+					set[inst] = true
+				}
+			}
+		}
 		e.cfg.Store.Read(func(s *store.State) {
 			for inst, r := range e.recordsOf(s) {
 				// A record the current self-stop has answered with a
@@ -289,17 +335,7 @@ func (e *Executor) coordinateSelfStop(ctx context.Context, done chan struct{}) {
 		// records say is active.
 		e.cfg.Store.Read(func(s *store.State) { _ = e.refreshConfigLocked(s) })
 		targets := e.activeSetLocked(true)
-		for inst := range targets {
-			if _, ok := e.keptLocked(inst); ok {
-				// The isolation response leave-running: its disk lease
-				// guards it (agents.IsolationKeeper).
-				delete(targets, inst)
-				if !e.kept[inst] {
-					e.kept[inst] = true
-					e.log.Warn("executor: self-stop: left running (isolation response leave-running; its disk lease guards it)", "resource", inst)
-				}
-			}
-		}
+		e.keepLocked(targets)
 		waves := stopWaves(targets, e.instByID, e.conf)
 		e.mu.Unlock()
 		if len(targets) > 0 {
@@ -414,11 +450,10 @@ func (e *Executor) waitRejoin(ctx context.Context) error {
 	}
 }
 
-// stopWaves orders the instances to stop: an instance stops only after
-// those that depend on it (later members of its group, the "then" side of
-// its order constraints) have stopped. Instances unknown to the
-// configuration depend on nothing; those on a cycle stop together last.
-func stopWaves(targets map[string]bool, insts map[string]Instance, c model.Config) [][]string {
+// stopsBefore maps each of targets to the targets that must stop before it
+// (the later members of its group, the "then" side of its orders): those
+// that depend on it.
+func stopsBefore(targets map[string]bool, insts map[string]Instance, c model.Config) map[string][]string {
 	groupOf := map[string]string{}
 	pos := map[string]int{}
 	for _, g := range c.Groups {
@@ -476,6 +511,16 @@ func stopWaves(targets map[string]bool, insts map[string]Instance, c model.Confi
 			}
 		}
 	}
+	return before
+}
+
+// stopWaves orders the instances to stop: an instance stops only after
+// those that depend on it (later members of its group, the "then" side of
+// its order constraints) have stopped. Instances unknown to the
+// configuration depend on nothing; those on a cycle stop together last.
+func stopWaves(targets map[string]bool, insts map[string]Instance, c model.Config) [][]string {
+	list := slices.Sorted(maps.Keys(targets))
+	before := stopsBefore(targets, insts, c)
 	var waves [][]string
 	done := map[string]bool{}
 	for len(done) < len(list) {

@@ -417,3 +417,57 @@ func TestReleaseClaimLastsUntilTheRegistration(t *testing.T) {
 		t.Fatal("the rejoin did not write the node record anew")
 	}
 }
+
+// A self-stop leaves an instance running only while its guard outlasts a
+// reset (KeepMargin) and while it depends on nothing else active here;
+// otherwise it is stopped like any other.
+func TestSelfStopKeepsOnlyWhatItMay(t *testing.T) {
+	for i, tc := range []struct {
+		name  string
+		guard time.Duration
+		group bool // r0 then r1 in a group: r1 depends on r0
+		kept  bool
+	}{
+		{"guarded long enough", time.Hour, false, true},
+		{"guard shorter than a reset", time.Second, false, false},
+		{"depends on an active resource", time.Hour, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			r0, r1 := dummy("r0"), dummy("r1")
+			h.resource(r0)
+			h.resource(r1)
+			if tc.group {
+				h.put(clusterstate.PrefixGroups+"g", model.Group{ID: "g", Resources: []string{"r0", "r1"}})
+			}
+			fl := &flaky{Node: h.node}
+			k := &keeping{Agents: h.reg, until: map[string]time.Time{}}
+			ex := h.start(func(c *Config) { c.Store, c.Agents, c.KeepMargin = fl, k, 10*time.Second })
+			h.waitProbed(ex)
+			h.startRunning(r0, r1)
+			k.set("r1", time.Now().Add(tc.guard))
+			fl.down.Store(true)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := ex.ex.SelfStop(ctx, "test: quorum lost"); err != nil {
+				t.Fatalf("%d: self-stop: %v", i, err)
+			}
+			if h.runs("r1") != tc.kept || h.runs("r0") {
+				t.Fatalf("%d: r1 runs %v (want %v), r0 runs %v", i, h.runs("r1"), tc.kept, h.runs("r0"))
+			}
+		})
+	}
+}
+
+// Before its first probe a node counts as active what its agents find
+// running outside its knowledge (a QEMU that outlived an agent restart).
+func TestSurvivorsCountBeforeTheFirstProbe(t *testing.T) {
+	h := newHarness(t)
+	fl := &flaky{Node: h.node}
+	fl.down.Store(true) // cannot register: never probes
+	ex := h.start(func(c *Config) { c.Store, c.Survivors = fl, func() []string { return []string{"vm9"} } })
+	eventually(t, "a registration attempt", func() bool { return fl.refusals.Load() > 0 })
+	if n, left := ex.ex.UnguardedActive(time.Now()); n != 1 || left[0] != "vm9" {
+		t.Fatalf("UnguardedActive %d %v before the first probe, want vm9", n, left)
+	}
+}

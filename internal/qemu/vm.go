@@ -263,6 +263,31 @@ func tail(path string, offset int64) string {
 	return s
 }
 
+// Running reports whether a QEMU started for dir still runs (its pid file
+// names a live QEMU that writes that very pid file), without attaching to
+// it. A pid file that cannot be read for another reason than its absence
+// counts as running: the caller uses this to keep from forgetting a guest.
+func Running(dir string) bool {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return true
+	}
+	paths := NewPaths(dir)
+	pid, err := readPIDFile(paths.PIDFile)
+	if errors.Is(err, ErrNotRunning) {
+		return false
+	}
+	if err != nil {
+		return true
+	}
+	p, err := openProc(pid, paths.PIDFile)
+	if err != nil {
+		return !errors.Is(err, ErrNotRunning)
+	}
+	p.close()
+	return true
+}
+
 // Attach takes hold of the QEMU running for run directory dir, after an
 // agent restart: it reads the pid file, checks that the pid is still that
 // QEMU (not a recycled pid), and connects to QMP. It returns an error
