@@ -471,3 +471,19 @@ func TestSurvivorsCountBeforeTheFirstProbe(t *testing.T) {
 		t.Fatalf("UnguardedActive %d %v before the first probe, want vm9", n, left)
 	}
 }
+
+// Starts learn which nodes are proven down, and which of them only by
+// their watchdog's timing (agents.Request.WatchdogDown): vigil:vm takes a
+// leave-running VM's lease at once only from the others.
+func TestDownNodesSayWhichProofs(t *testing.T) {
+	h := newHarness(t)
+	ex := h.start(nil)
+	h.waitProbed(ex)
+	h.put(clusterstate.NodeKey("n2"), model.NodeRecord{V: 1, Name: "n2", BootID: 5, Down: &model.DownProof{How: "watchdog", BootID: 5}},
+		clusterstate.NodeKey("n3"), model.NodeRecord{V: 1, Name: "n3", BootID: 6, Down: &model.DownProof{How: "fenced", BootID: 6}},
+		clusterstate.NodeKey("n4"), model.NodeRecord{V: 1, Name: "n4", BootID: 8, Down: &model.DownProof{How: "watchdog", BootID: 7}})
+	down, byWatchdog := ex.ex.downNodes()
+	if !slices.Equal(down, []string{"n2", "n3"}) || !slices.Equal(byWatchdog, []string{"n2"}) {
+		t.Fatalf("down %v, by watchdog %v; want [n2 n3] and [n2] (n4's proof is of an older incarnation)", down, byWatchdog)
+	}
+}
