@@ -98,6 +98,31 @@ func ReleaseOps(v View, cl ReleaseClaim) (ops []store.Op, guard []store.Cmp, rel
 	return ops, []store.Cmp{{Key: clusterstate.NodeKey(cl.Node), Version: rec.Version}}, released
 }
 
+// ReleaseTxn is the whole transaction that releases what claim allows, as
+// the DC commits it: ReleaseOps, and the node's isolation record (the
+// instances released so far in that incarnation, from prior), guarded as
+// ReleaseOps says and on the DC record as v read it. ok is false when the
+// claim releases nothing.
+func ReleaseTxn(v View, cl ReleaseClaim, prior map[string]model.IsolationRecord, now time.Time) (txn store.Txn, released []string, ok bool) {
+	ops, guard, released := ReleaseOps(v, cl)
+	if len(ops) == 0 {
+		return store.Txn{}, nil, false
+	}
+	ir := model.IsolationRecord{V: clusterstate.FormatVersion, Node: cl.Node, BootID: cl.BootID,
+		Datastore: cl.Datastore, Beating: cl.Beating, Released: released, At: now}
+	if p, ok := prior[cl.Node]; ok && p.BootID == cl.BootID {
+		for _, r := range p.Released {
+			if !slices.Contains(ir.Released, r) {
+				ir.Released = append(ir.Released, r)
+			}
+		}
+		slices.Sort(ir.Released)
+	}
+	ops = append(ops, store.Op{Key: clusterstate.IsolationKey(cl.Node), Value: clusterstate.Encode(ir)})
+	guard = append(guard, store.Cmp{Key: clusterstate.KeyDC, Version: v.DCVersion})
+	return store.Txn{Ops: ops, If: guard}, released, true
+}
+
 // releaseTimeout bounds the commit of one release.
 const releaseTimeout = 5 * time.Second
 
@@ -120,25 +145,13 @@ func (c *Controller) releaseRound(ctx context.Context, v View) bool {
 		if done[cl.Node] {
 			continue // one release per node per round; the next round sees the rest
 		}
-		ops, guard, released := ReleaseOps(v, cl)
-		if len(ops) == 0 {
+		txn, released, ok := ReleaseTxn(v, cl, prior, c.cfg.Now())
+		if !ok {
 			continue
 		}
 		done[cl.Node] = true
-		ir := model.IsolationRecord{V: clusterstate.FormatVersion, Node: cl.Node, BootID: cl.BootID,
-			Datastore: cl.Datastore, Beating: cl.Beating, Released: released, At: c.cfg.Now()}
-		if p, ok := prior[cl.Node]; ok && p.BootID == cl.BootID {
-			for _, r := range p.Released {
-				if !slices.Contains(ir.Released, r) {
-					ir.Released = append(ir.Released, r)
-				}
-			}
-			slices.Sort(ir.Released)
-		}
-		ops = append(ops, store.Op{Key: clusterstate.IsolationKey(cl.Node), Value: clusterstate.Encode(ir)})
-		guard = append(guard, store.Cmp{Key: clusterstate.KeyDC, Version: v.DCVersion})
 		pctx, cancel := context.WithTimeout(ctx, releaseTimeout)
-		_, err := c.cfg.Store.Propose(pctx, store.Txn{Ops: ops, If: guard})
+		_, err := c.cfg.Store.Propose(pctx, txn)
 		cancel()
 		if err != nil {
 			c.log.Warn("isolation release not recorded", "node", cl.Node, "resources", released, "err", err)

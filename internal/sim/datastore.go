@@ -402,25 +402,13 @@ func (d *simDC) startRelease(term uint64, v controller.View) bool {
 			c.tracef("%s DC (planted bug): takes the claim of %s at index %d as tied to its record at index %d", n.name, cl.Node, cl.NodeIndex, rec.Index)
 			cl.NodeIndex = rec.Index
 		}
-		ops, guard, released := controller.ReleaseOps(v, cl)
-		if len(ops) == 0 {
+		txn, released, ok := controller.ReleaseTxn(v, cl, prior, wall(c.now))
+		if !ok {
 			d.noteStale(v, cl)
 			continue
 		}
 		done[cl.Node] = true
-		ir := model.IsolationRecord{V: clusterstate.FormatVersion, Node: cl.Node, BootID: cl.BootID,
-			Datastore: cl.Datastore, Beating: cl.Beating, Released: released, At: wall(c.now)}
-		if p, ok := prior[cl.Node]; ok && p.BootID == cl.BootID {
-			for _, r := range p.Released {
-				if !slices.Contains(ir.Released, r) {
-					ir.Released = append(ir.Released, r)
-				}
-			}
-			slices.Sort(ir.Released)
-		}
-		ops = append(ops, store.Op{Key: clusterstate.IsolationKey(cl.Node), Value: clusterstate.Encode(ir)})
-		guard = append(guard, store.Cmp{Key: clusterstate.KeyDC, Version: v.DCVersion})
-		run.txns = append(run.txns, releaseTxn{cl: cl, txn: store.Txn{Ops: ops, If: guard}, released: released})
+		run.txns = append(run.txns, releaseTxn{cl: cl, txn: txn, released: released})
 	}
 	if len(run.txns) == 0 {
 		return false
