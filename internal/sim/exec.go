@@ -50,11 +50,10 @@ type simExec struct {
 	refusing    *refusalRun
 	kick        bool
 
-	// released and releaseIndex are the release claim of the current
-	// self-stop (executor.Released): what it stopped, and the store index
-	// of this node's record when it began.
-	released     map[string]bool
-	releaseIndex uint64
+	// released is the release claim (executor.Released): what self-stops
+	// stopped since the last registration; it is tied to this node's
+	// record as the node sees it when the claim is read.
+	released map[string]bool
 
 	cfgEpoch uint64
 	conf     model.Config
@@ -744,17 +743,6 @@ func (e *simExec) localActive() int { return len(e.activeSet(!e.localKnown)) }
 // when the coordinator ends (the agent's SelfStop returning).
 func (e *simExec) beginSelfStop(why string, onDone func()) {
 	c := e.c
-	if !e.selfStopped {
-		// A new isolation episode: its claim is tied to this node's
-		// record as seen now.
-		clear(e.released)
-		e.releaseIndex = 0
-		e.n.core.Read(func(s *store.State) {
-			if it, ok := s.Get(clusterstate.NodeKey(e.n.name)); ok {
-				e.releaseIndex = it.Index
-			}
-		})
-	}
 	e.selfStopped = true
 	e.rejoinWanted = false
 	e.stopGen++
@@ -866,11 +854,20 @@ func (e *simExec) stepCoord() {
 	}
 }
 
-// releasedClaim is executor.Released: the instances this self-stop has
-// stopped (and not found active since), and the node record's index they
-// are tied to; nothing while not self-stopped or without a known record.
+// releasedClaim is executor.Released: the instances self-stops stopped
+// since the last registration (and not found active since), tied to this
+// node's record as it sees it now; nothing while not self-stopped or
+// without a known record.
 func (e *simExec) releasedClaim() (insts []string, nodeIndex uint64) {
-	if !e.selfStopped || e.releaseIndex == 0 {
+	if !e.selfStopped {
+		return nil, 0
+	}
+	e.n.core.Read(func(s *store.State) {
+		if it, ok := s.Get(clusterstate.NodeKey(e.n.name)); ok {
+			nodeIndex = it.Index
+		}
+	})
+	if nodeIndex == 0 {
 		return nil, 0
 	}
 	for inst := range e.released {
@@ -879,7 +876,7 @@ func (e *simExec) releasedClaim() (insts []string, nodeIndex uint64) {
 		}
 	}
 	slices.Sort(insts)
-	return insts, e.releaseIndex
+	return insts, nodeIndex
 }
 
 func (e *simExec) rejoin() {
@@ -910,10 +907,6 @@ type joinRun struct {
 }
 
 func (e *simExec) startJoin(again bool) {
-	// From here on this incarnation may run things again: it claims no
-	// release any more (the register below voids the claims written).
-	clear(e.released)
-	e.releaseIndex = 0
 	e.phase = exJoin
 	e.join = &joinRun{gen: e.stopGen, again: again}
 	if again {
@@ -960,6 +953,9 @@ func (e *simExec) stepJoin() {
 		case joinRegister:
 			j.cr = e.commit([]store.Op{e.nodeRecord(true, func(*model.NodeRecord) {})})
 		case joinRefuse:
+			// Registered (executor.join): no claim any more; those
+			// written name the record the registration replaced.
+			clear(e.released)
 			reason := executor.RefusedRestarted
 			if j.again {
 				reason = executor.RefusedSelfStopped
