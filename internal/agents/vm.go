@@ -790,9 +790,23 @@ func (a *vmAgent) onExit(r *vmRun) {
 
 // forget drops a QEMU that an action ended: it waits for its goroutine,
 // releases the lease and closes the connection.
-func (a *vmAgent) forget(r *vmRun) {
+func (a *vmAgent) forget(r *vmRun) { a.forgetTo(r, "") }
+
+// forgetTo is forget, handing the lease over to node instead of releasing
+// it when node is set (a live migration's target: datastore.Lease.HandOver).
+func (a *vmAgent) forgetTo(r *vmRun, node string) {
 	<-r.done
-	a.release(r.res, r.takeLease())
+	if l := r.takeLease(); node != "" && l != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), vmReleaseTimeout)
+		if err := l.HandOver(ctx, node); err != nil {
+			a.log.Warn("vigil:vm: could not hand the disk lease over; it expires in place", "resource", r.res, "to", node, "err", err)
+		} else {
+			a.log.Info("vigil:vm: disk lease handed over", "resource", r.res, "to", node)
+		}
+		cancel()
+	} else {
+		a.release(r.res, l)
+	}
 	_ = r.vm.Close()
 	a.mu.Lock()
 	if a.vms[r.res] == r {

@@ -229,7 +229,9 @@ func (a *vmAgent) migrateTo(ctx context.Context, req Request) Result {
 		a.log.Error("vigil:vm: the migrated source QEMU does not exit; its lease is not released", "resource", res, "err", err)
 		return Result{Code: CodeErrGeneric, Err: fmt.Errorf("agents: vigil:vm: migrate_to of %s: migrated, but the source QEMU is still there: %w", res, err)}
 	}
-	a.forget(r) // releases the lease: the target takes it at once
+	// The lease goes to the target alone: the guest runs there already,
+	// and nobody else may take the disk before the target's finish does.
+	a.forgetTo(r, req.MigrateTarget)
 	a.log.Info("vigil:vm: migrated", "resource", res, "target", req.MigrateTarget,
 		"total", info.TotalTime, "downtime", info.Downtime, "bytes", info.TransferredBytes)
 	return Result{Code: CodeOK, Output: fmt.Sprintf("migrated to %s in %v, downtime %v, %d bytes sent",

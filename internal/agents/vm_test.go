@@ -490,6 +490,18 @@ func TestVMMigration(t *testing.T) {
 	res := run(t, n1.a, to, CodeOK)
 	t.Logf("migrate_to: %s", res.Output)
 	waitGoneOrFail(t, srcPid)
+	// Between migrate_to and finish the disk is handed to n2 alone, never
+	// free: a third node may not take it at once.
+	if rec := readLease(t, root, "vm1"); rec.HandOver != "n2" || rec.Released || rec.Holder.Node != "n1" {
+		t.Fatalf("lease after migrate_to %+v, want n1's handed over to n2", rec)
+	}
+	n3 := newVMNodeLease(t, "n3", t.TempDir(), root, datastore.Options{LeaseTime: 60 * time.Second, Settle: 250 * time.Millisecond})
+	n3.cleanupVM(t, "vm1", p)
+	start := n3.req("vm1", ActionStart, p, nil)
+	start.Timeout = 2 * time.Second
+	if res := n3.a.Exec(context.Background(), start); res.Code == CodeOK {
+		t.Fatal("a third node took the disk handed over to n2")
+	}
 	run(t, n2.a, n2.req("vm1", ActionMigrateFrom, p, map[string]string{MetaMigratePhase: MigratePhaseFinish}), CodeOK)
 
 	run(t, n1.a, n1.req("vm1", ActionMonitor, p, nil), CodeNotRunning)

@@ -459,6 +459,24 @@ func (l *Lease) Close() error {
 // still valid and still ours; otherwise it fails and leaves the file alone
 // (the lease then expires in place, or was already lost).
 func (l *Lease) Release(ctx context.Context) error {
+	return l.letGo(ctx, "release", func(r *Record) { r.Released = true })
+}
+
+// HandOver lets the lease go to node (Record.HandOver): like Release, but
+// only that node may take it at once; anyone else must wait for it to
+// stand still. A live migration's source uses it, so that the disk never
+// lies free while the guest runs on the target before the target took
+// the lease.
+func (l *Lease) HandOver(ctx context.Context, node string) error {
+	if err := checkName("node", node); err != nil {
+		return err
+	}
+	return l.letGo(ctx, "hand over", func(r *Record) { r.HandOver = node })
+}
+
+// letGo ends the lease with a last record that mark edits, written only
+// while the lease is valid and the file still holds our record.
+func (l *Lease) letGo(ctx context.Context, what string, mark func(*Record)) error {
 	l.stopRenewing(false)
 	if err := l.Err(); err != nil {
 		return err
@@ -468,30 +486,30 @@ func (l *Lease) Release(ctx context.Context) error {
 	mine, valid := l.rec, l.valid
 	l.mu.Unlock()
 	if l.c.now() >= valid {
-		return fmt.Errorf("release disk lease of %s: %w: it lapsed before it could be released", mine.Resource, ErrLost)
+		return fmt.Errorf("%s disk lease of %s: %w: it lapsed first", what, mine.Resource, ErrLost)
 	}
 	ctx, cancel := context.WithDeadline(ctx, l.c.at(valid))
 	defer cancel()
 	o, err := observe(ctx, l.opts.FS, l.path, mine.Resource, l.c)
 	if err != nil {
-		return fmt.Errorf("release disk lease of %s: read: %w", mine.Resource, err)
+		return fmt.Errorf("%s disk lease of %s: read: %w", what, mine.Resource, err)
 	}
 	if o.kind != obsRecord || o.rec.Holder != l.me || o.rec.Counter != mine.Counter || o.rec.Released {
-		return fmt.Errorf("release disk lease of %s: %w: the file no longer holds our record", mine.Resource, ErrLost)
+		return fmt.Errorf("%s disk lease of %s: %w: the file no longer holds our record", what, mine.Resource, ErrLost)
 	}
 	rec := mine
 	rec.Counter++
-	rec.Released = true
 	rec.Tentative = false
+	mark(&rec)
 	rec.Written = time.Now()
 	data, err := encodeLease(rec)
 	if err != nil {
 		return err
 	}
 	// The queue makes this write wait for a renewal write cut short by
-	// stopRenewing: it must not land after the Released record.
+	// stopRenewing: it must not land after our last record.
 	if err := writes.write(ctx, l.opts.FS, writeKey(l.path, l.me), l.path, data); err != nil {
-		return fmt.Errorf("release disk lease of %s: write: %w", mine.Resource, err)
+		return fmt.Errorf("%s disk lease of %s: write: %w", what, mine.Resource, err)
 	}
 	l.mu.Lock()
 	l.rec = rec

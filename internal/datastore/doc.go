@@ -46,8 +46,10 @@
 // (node and incarnation) and a counter. With L = LeaseTime, R = Renew,
 // M = Margin and H = L−M:
 //
-//  1. Acquire takes the lease at once if the file is absent, released, or
-//     names the acquirer itself in a confirmed (not Tentative) record.
+//  1. Acquire takes the lease at once if the file is absent, released,
+//     handed over to the acquirer's node (a live migration's target:
+//     Lease.HandOver), or names the acquirer itself in a confirmed (not
+//     Tentative) record.
 //     Otherwise it re-reads the file and takes it only if the bytes stood
 //     still for L on the acquirer's own monotonic clock, from the end of
 //     its first read to the start of its last; any change means a live
@@ -68,7 +70,10 @@
 //     is still there. Its first renewal clears Tentative.
 //  5. Release lets an ongoing renewal finish, then writes Released only
 //     while the lease is still valid and the file still holds this
-//     holder's last record; Close cuts renewing short and writes nothing.
+//     holder's last record; HandOver does the same with a record naming
+//     the one node that may take it at once (for anyone else it is still
+//     held, and must stand still); Close cuts renewing short and writes
+//     nothing.
 //  6. One writer's writes to one file never overtake each other in this
 //     process: a write abandoned at its deadline still runs, and the next
 //     write of the same holder waits for it (writeQueue).

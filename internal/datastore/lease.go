@@ -55,6 +55,11 @@ type Record struct {
 	// that failed after writing (its write too slow, landing late over a
 	// winner's record) leaves one, and the winner may still be running.
 	Tentative bool `json:"tentative,omitempty"`
+	// HandOver names the node the holder handed the disk to (the target of
+	// a live migration, whose QEMU runs the guest from now on). That node
+	// takes the lease at once, like a released one; anyone else must see
+	// it stand still for the lease time, as a held one.
+	HandOver string `json:"hand_over,omitempty"`
 	// KeepOnIsolation: the holder may keep using the disk when it is cut
 	// off from its cluster (a VM's isolation response leave-running), for
 	// as long as it renews this lease. A holder proven down only by its
@@ -286,6 +291,8 @@ func decide(resource string, me Holder, leaseTime time.Duration, obs []observati
 		return decision{verdict: verdictTake, why: "released", next: next}
 	case last.kind == obsRecord && last.rec.Holder == me && !last.rec.Tentative:
 		return decision{verdict: verdictTake, why: "mine", next: next}
+	case last.kind == obsRecord && last.rec.HandOver != "" && last.rec.HandOver == me.Node && !last.rec.Tentative:
+		return decision{verdict: verdictTake, why: "handed over", next: next}
 	}
 	for i := len(obs) - 1; i > 0; i-- {
 		if obs[i].kind != obs[i-1].kind || obs[i].raw != obs[i-1].raw {

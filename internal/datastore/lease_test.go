@@ -96,6 +96,33 @@ func TestKeepOnIsolationLastsTheLease(t *testing.T) {
 	}
 }
 
+// A lease handed over to a node is taken at once by that node (any of its
+// incarnations), while anyone else must see it stand still for the lease
+// time, as a held lease.
+func TestHandOverOnlyToTheNamedNode(t *testing.T) {
+	root := newDatastore(t)
+	opts := testOpts()
+	l := acquireAtOnce(t, root, "vm1", holder("n1"), opts)
+	if err := l.HandOver(bg(), "n2"); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := Read(bg(), root, "vm1")
+	if err != nil || rec.HandOver != "n2" || rec.Released {
+		t.Fatalf("after the hand-over: %+v, %v", rec, err)
+	}
+	ctx, cancel := context.WithTimeout(bg(), opts.LeaseTime/2)
+	defer cancel()
+	if l3, err := Acquire(ctx, root, "vm1", holder("n3"), opts); err == nil {
+		l3.Close()
+		t.Fatal("n3 took a lease handed over to n2 without waiting the lease time")
+	}
+	l2 := acquireAtOnce(t, root, "vm1", Holder{Node: "n2", Incarnation: "another-boot"}, opts)
+	defer l2.Close()
+	if rec, _ := Read(bg(), root, "vm1"); rec.Holder.Node != "n2" || rec.HandOver != "" {
+		t.Fatalf("n2's lease: %+v", rec)
+	}
+}
+
 func TestAcquireRefusesUnmountedDatastore(t *testing.T) {
 	root := t.TempDir() // an empty mountpoint: every lease would look absent
 	_, err := Acquire(bg(), root, "vm1", holder("n1"), testOpts())
