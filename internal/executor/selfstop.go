@@ -116,21 +116,26 @@ func (e *Executor) Released() (insts []string, nodeIndex uint64) {
 	if !e.selfStopped {
 		return nil, 0
 	}
-	e.cfg.Store.Read(func(s *store.State) {
-		if it, ok := s.Get(clusterstate.NodeKey(e.cfg.Node)); ok {
-			nodeIndex = it.Index
-		}
-	})
-	if nodeIndex == 0 {
+	e.cfg.Store.Read(func(s *store.State) { insts, nodeIndex = Claim(s, e.cfg.Node, e.released, e.local) })
+	return insts, nodeIndex
+}
+
+// Claim is a self-stopped node's release claim given its state: the
+// instances in released not active (local) again, sorted, tied to the
+// index of node's record in s; nothing when the record is not known. The
+// simulator's executor model uses it too.
+func Claim(s *store.State, node string, released, local map[string]bool) (insts []string, nodeIndex uint64) {
+	it, ok := s.Get(clusterstate.NodeKey(node))
+	if !ok || it.Index == 0 {
 		return nil, 0
 	}
-	for inst := range e.released {
-		if !e.local[inst] {
+	for inst := range released {
+		if !local[inst] {
 			insts = append(insts, inst)
 		}
 	}
 	slices.Sort(insts)
-	return insts, nodeIndex
+	return insts, it.Index
 }
 
 // keepLocked takes out of targets the instances the self-stop leaves

@@ -862,20 +862,7 @@ func (e *simExec) releasedClaim() (insts []string, nodeIndex uint64) {
 	if !e.selfStopped {
 		return nil, 0
 	}
-	e.n.core.Read(func(s *store.State) {
-		if it, ok := s.Get(clusterstate.NodeKey(e.n.name)); ok {
-			nodeIndex = it.Index
-		}
-	})
-	if nodeIndex == 0 {
-		return nil, 0
-	}
-	for inst := range e.released {
-		if !e.local[inst] {
-			insts = append(insts, inst)
-		}
-	}
-	slices.Sort(insts)
+	e.n.core.Read(func(s *store.State) { insts, nodeIndex = executor.Claim(s, e.n.name, e.released, e.local) })
 	return insts, nodeIndex
 }
 
