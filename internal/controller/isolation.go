@@ -100,7 +100,7 @@ func ReleaseOps(v View, cl ReleaseClaim) (ops []store.Op, guard []store.Cmp, rel
 
 // ReleaseTxn is the whole transaction that releases what claim allows, as
 // the DC commits it: ReleaseOps, and the node's isolation record (the
-// instances released so far in that incarnation, from prior), guarded as
+// instances released so far in this isolation, from prior), guarded as
 // ReleaseOps says and on the DC record as v read it. ok is false when the
 // claim releases nothing.
 func ReleaseTxn(v View, cl ReleaseClaim, prior map[string]model.IsolationRecord, now time.Time) (txn store.Txn, released []string, ok bool) {
@@ -108,9 +108,9 @@ func ReleaseTxn(v View, cl ReleaseClaim, prior map[string]model.IsolationRecord,
 	if len(ops) == 0 {
 		return store.Txn{}, nil, false
 	}
-	ir := model.IsolationRecord{V: clusterstate.FormatVersion, Node: cl.Node, BootID: cl.BootID,
+	ir := model.IsolationRecord{V: clusterstate.FormatVersion, Node: cl.Node, BootID: cl.BootID, NodeIndex: cl.NodeIndex,
 		Datastore: cl.Datastore, Beating: cl.Beating, Released: released, At: now}
-	if p, ok := prior[cl.Node]; ok && p.BootID == cl.BootID {
+	if p, ok := prior[cl.Node]; ok && p.BootID == cl.BootID && p.NodeIndex == cl.NodeIndex {
 		for _, r := range p.Released {
 			if !slices.Contains(ir.Released, r) {
 				ir.Released = append(ir.Released, r)

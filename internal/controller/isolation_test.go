@@ -1,6 +1,7 @@
 package controller
 
 import (
+	"encoding/json"
 	"slices"
 	"sync"
 	"testing"
@@ -76,7 +77,7 @@ func TestIsolationClaimReleases(t *testing.T) {
 	}
 	var ir map[string]model.IsolationRecord
 	w.node.Read(func(s *store.State) { ir = clusterstate.Isolations(s) })
-	if r := ir["n2"]; r.BootID != boot || !slices.Equal(r.Released, []string{"r1"}) || r.Datastore != "ds1" || !r.Beating {
+	if r := ir["n2"]; r.BootID != boot || r.NodeIndex != rec.Index || !slices.Equal(r.Released, []string{"r1"}) || r.Datastore != "ds1" || !r.Beating {
 		t.Fatalf("isolation record %+v", ir["n2"])
 	}
 }
@@ -146,5 +147,41 @@ func TestReleaseOps(t *testing.T) {
 		if ops, guard, rel := ReleaseOps(v, c); ops != nil || guard != nil || rel != nil {
 			t.Errorf("%d %s: released %v with %d ops", i, tc.name, rel, len(ops))
 		}
+	}
+}
+
+// The isolation record adds to the releases of the same isolation (the
+// same node record) only: an earlier isolation of the node, rejoined
+// since, is not carried into it.
+func TestReleaseTxnIsolationRecord(t *testing.T) {
+	v := View{
+		NodeRecords: map[string]model.NodeRecord{"n2": {Name: "n2", BootID: 9, Version: 3, Index: 40}},
+		Records:     []model.ResourceRecord{{Node: "n2", Resource: "vm2", State: model.StateStarted}},
+	}
+	cl := ReleaseClaim{Node: "n2", BootID: 9, NodeIndex: 40, Resources: []string{"vm2"}, Datastore: "ds1"}
+	record := func(prior map[string]model.IsolationRecord) model.IsolationRecord {
+		txn, _, ok := ReleaseTxn(v, cl, prior, time.Unix(0, 0))
+		if !ok {
+			t.Fatal("the claim released nothing")
+		}
+		for _, op := range txn.Ops {
+			if op.Key == clusterstate.IsolationKey("n2") {
+				var r model.IsolationRecord
+				if err := json.Unmarshal(op.Value, &r); err != nil {
+					t.Fatal(err)
+				}
+				return r
+			}
+		}
+		t.Fatal("no isolation record in the transaction")
+		return model.IsolationRecord{}
+	}
+	same := map[string]model.IsolationRecord{"n2": {Node: "n2", BootID: 9, NodeIndex: 40, Released: []string{"vm1"}}}
+	if r := record(same); !slices.Equal(r.Released, []string{"vm1", "vm2"}) || r.NodeIndex != 40 {
+		t.Errorf("same isolation: %+v, want vm1 and vm2 at index 40", r)
+	}
+	earlier := map[string]model.IsolationRecord{"n2": {Node: "n2", BootID: 9, NodeIndex: 31, Released: []string{"vm1"}}}
+	if r := record(earlier); !slices.Equal(r.Released, []string{"vm2"}) {
+		t.Errorf("after an earlier isolation: %+v, want vm2 alone", r)
 	}
 }

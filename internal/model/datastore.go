@@ -103,12 +103,16 @@ type IsolationRecord struct {
 	V      int    `json:"v"`
 	Node   string `json:"node"`
 	BootID uint64 `json:"boot_id"`
+	// NodeIndex is the store index of the node record the claims were tied
+	// to: the record describes the node only while its record is that one
+	// (its rejoin writes a new one).
+	NodeIndex uint64 `json:"node_index"`
 	// Datastore is where the claim was read; Beating whether the node's
 	// heartbeat there was still moving (isolated, not dead).
 	Datastore string `json:"datastore"`
 	Beating   bool   `json:"beating"`
 	// Released are the instances recovered on the node's word, so far in
-	// this incarnation.
+	// this isolation (the same node record).
 	Released []string  `json:"released"`
 	At       time.Time `json:"at"`
 }
