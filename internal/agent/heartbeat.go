@@ -52,7 +52,7 @@ type hbState struct {
 	judges  map[string]*datastore.HeartbeatJudge // by datastore (DC only)
 	paths   map[string]string                    // datastore → path the judge reads
 	reading map[string]bool                      // a read in flight, by datastore
-	lastErr map[string]error                     // of the latest read, by datastore
+	lastErr map[string]error                     // of the latest read, by datastore (for status)
 }
 
 type hbWriter struct {
@@ -76,13 +76,22 @@ func (a *Agent) heartbeatLoop(ctx context.Context) {
 	t := time.NewTicker(hbTick)
 	defer t.Stop()
 	var lastRead time.Time
+	// The datastores are read again only when the configuration epoch
+	// moves: the loop runs ten times a second on every node.
+	var paths map[string]string
+	epoch := ^uint64(0)
 	for {
-		ds, err := a.datastores()
-		if err == nil {
-			paths := map[string]string{}
-			for _, d := range ds {
-				paths[d.Name] = d.Path
+		var now uint64
+		a.node.Read(func(s *store.State) { now = s.Epoch() })
+		if now != epoch {
+			if ds, err := a.datastores(); err == nil {
+				epoch, paths = now, map[string]string{}
+				for _, d := range ds {
+					paths[d.Name] = d.Path
+				}
 			}
+		}
+		if paths != nil {
 			a.beat(ctx, paths)
 			if a.ctrl.Term() != 0 && time.Since(lastRead) >= heartbeatRead {
 				lastRead = time.Now()
@@ -270,7 +279,7 @@ func (a *Agent) heartbeatStatus() []api.DatastoreHeartbeat {
 }
 
 // addIsolationStatus marks the nodes that are isolated by the datastore's
-// account (a release recorded for their current incarnation, or, on the
+// account (a release recorded against their current node record, or, on the
 // DC, an isolated heartbeat), and adds the DC's heartbeat view and this
 // node's failing heartbeat writes.
 func (a *Agent) addIsolationStatus(out *api.Status) {
@@ -281,6 +290,13 @@ func (a *Agent) addIsolationStatus(out *api.Status) {
 		nodes, _ = clusterstate.NodeRecords(s)
 	})
 	out.Heartbeats = a.heartbeatStatus()
+	a.hb.mu.Lock()
+	for _, ds := range slices.Sorted(maps.Keys(a.hb.lastErr)) {
+		if err := a.hb.lastErr[ds]; err != nil && a.hb.judges[ds] != nil {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("the DC cannot read the datastore heartbeats on %s (isolated nodes' releases are not seen): %v", ds, err))
+		}
+	}
+	a.hb.mu.Unlock()
 	seen := map[string]api.DatastoreHeartbeat{}
 	for _, h := range out.Heartbeats {
 		if h.WriteError != "" {
@@ -299,7 +315,7 @@ func (a *Agent) addIsolationStatus(out *api.Status) {
 		r, ok := recs[n.Name]
 		h, isolated := seen[n.Name]
 		switch {
-		case ok && r.BootID == nodes[n.Name].BootID:
+		case ok && r.BootID == nodes[n.Name].BootID && r.NodeIndex == nodes[n.Name].Index:
 			n.Isolation = fmt.Sprintf("isolated (%s on %s): released %s at %s", beatWord(r.Beating), r.Datastore,
 				strings.Join(r.Released, ", "), r.At.Local().Format(time.TimeOnly))
 		case isolated:

@@ -54,6 +54,18 @@ func selfStopMargin(leaseDuration time.Duration) time.Duration { return leaseDur
 // lease could be taken over (the lease's Margin covers the rest).
 func keepMargin(t time.Duration) time.Duration { return t + 100*time.Millisecond }
 
+// unguarded counts what may be active here, less what a self-stop left
+// running under a disk lease that outlasts a watchdog reset from now
+// (executor.UnguardedActive).
+func (a *Agent) unguarded() int {
+	margin := time.Duration(0)
+	if a.wd != nil {
+		margin = keepMargin(a.wd.Timeout())
+	}
+	n, _ := a.exec.UnguardedActive(time.Now().Add(margin))
+	return n
+}
+
 // selfStopBudget bounds one self-stop attempt (stops have their own
 // timeouts; the watchdog does not wait for them).
 const selfStopBudget = 5 * time.Minute
@@ -321,14 +333,8 @@ func (a *Agent) leaseTick(ctx context.Context) {
 	}
 	// An instance left running whose guard no longer outlasts a reset is
 	// stopped by a self-stop again (which keeps only what it may).
-	unguarded := 0
-	if a.wd != nil {
-		unguarded, _ = a.exec.UnguardedActive(time.Now().Add(keepMargin(a.wd.Timeout())))
-	} else {
-		unguarded, _ = a.exec.UnguardedActive(time.Now())
-	}
 	switch {
-	case ending && !stopping && (unguarded > 0 || (!a.exec.SelfStopped() && a.exec.LocalActive() > 0)):
+	case ending && !stopping && ((!a.exec.SelfStopped() && a.exec.LocalActive() > 0) || a.unguarded() > 0):
 		a.startSelfStop(ctx, quorate)
 	case !ending && !lapsed && quorate && a.exec.SelfStopped():
 		a.exec.Rejoin()
@@ -411,7 +417,7 @@ func (a *Agent) petOnce() bool {
 	// could take the disk over.
 	active := 0
 	if a.exec != nil {
-		active, _ = a.exec.UnguardedActive(time.Now().Add(keepMargin(a.wd.Timeout())))
+		active = a.unguarded()
 	}
 	now := a.mship.Now()
 	l.mu.Lock()
